@@ -1,0 +1,1 @@
+"""Adobe Experience Platform clients: IMS tokens and the streaming (DCS) API."""

@@ -1,0 +1,1 @@
+"""Top-level CLI commands that are not operator tools."""

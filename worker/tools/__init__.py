@@ -1,0 +1,1 @@
+"""Operator tools: samples, replay, DLQ inspection and redrive."""
