@@ -1,0 +1,338 @@
+"""Typed settings: environment variables (prefix ``CAPILLARY_AEP_``, ``__`` between levels) plus an
+optional TOML file. Validated once at start; a bad value fails naming the setting.
+
+Secrets (IMS client secret, SASL password, librdkafka ``*password*``/``*secret*`` properties) are
+``SecretStr`` or masked in every repr, log line and error: pydantic's own messages quote the
+input value, so errors are re-rendered here from location and message only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "CAPILLARY_AEP_"
+FAMILIES = ("experience_event", "profile_customer", "profile_points", "profile_tier")
+Family = Literal["experience_event", "profile_customer", "profile_points", "profile_tier"]
+Policy = Literal["dlq", "filter", "fail"]
+_SENSITIVE = re.compile(r"(password|secret|credentials|token|private\.key|key\.pem)", re.I)
+# librdkafka settings the worker owns: overriding them would break the no-loss guarantees.
+_RESERVED_CONSUMER_KEYS = frozenset(
+    {"enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "group.id",
+     "bootstrap.servers", "on_commit", "error_cb", "stats_cb"}
+)
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; the message names each setting and what is wrong."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def redact_properties(props: Mapping[str, str]) -> dict[str, str]:
+    return {k: ("**********" if _SENSITIVE.search(k) else v) for k, v in props.items()}
+
+
+class KafkaSettings(_Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "capillary-aep-worker"
+    topics: list[str] = Field(default_factory=list)
+    topic_pattern: str | None = Field(
+        default=None, description="regex of input topics (instead of, or besides, topics)"
+    )
+    dlq_topic: str = "capillary-aep-dlq"
+    start_position: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where a group with no committed offset starts"
+    )
+    offset_out_of_range: Literal["fail", "earliest", "latest"] = Field(
+        default="fail", description="what to do when retention overtook the committed offset"
+    )
+    group_instance_id: str | None = None
+    consume_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    consume_timeout_s: float = Field(default=0.1, gt=0, le=5)
+    session_timeout_ms: int = Field(default=45_000, ge=1000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    commit_interval_s: float = Field(default=5.0, gt=0, le=300)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    dlq_message_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    properties: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="any librdkafka setting, passed through"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSettings:
+        if not self.topics and not self.topic_pattern:
+            raise ValueError("set kafka.topics or kafka.topic_pattern")
+        if self.topic_pattern is not None:
+            try:
+                re.compile(self.topic_pattern)
+            except re.error as exc:
+                raise ValueError(f"kafka.topic_pattern is not a valid regex: {exc}") from None
+        if self.dlq_topic in self.topics:
+            raise ValueError("kafka.dlq_topic must not be one of kafka.topics")
+        reserved = sorted(_RESERVED_CONSUMER_KEYS & set(self.properties))
+        if reserved:
+            raise ValueError(
+                f"kafka.properties must not set {', '.join(reserved)}: the worker manages them"
+            )
+        if self.security_protocol.startswith("SASL"):
+            if not self.sasl_mechanism or not self.sasl_username:
+                raise ValueError("SASL needs kafka.sasl_mechanism and kafka.sasl_username")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError("SASL needs kafka.sasl_password or kafka.sasl_password_file")
+        return self
+
+    def __repr_args__(self) -> Any:
+        yield from super().__repr_args__()
+        yield "properties", redact_properties(self.properties)
+
+    def sasl_password_value(self) -> str | None:
+        """Read on every call: a mounted Secret file may have been rotated."""
+        if self.sasl_password_file is not None:
+            return self.sasl_password_file.read_text().strip()
+        return self.sasl_password.get_secret_value() if self.sasl_password else None
+
+    def client_config(self) -> dict[str, Any]:
+        """Common librdkafka settings for consumer, producer and admin clients."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location:
+            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location:
+            conf["ssl.key.location"] = str(self.ssl_key_location)
+        if self.ssl_key_password:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        conf.update(self.properties)
+        return conf
+
+
+class AepSettings(_Model):
+    ims_url: str = "https://ims-na1.adobelogin.com/ims/token/v3"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    scopes: str = (
+        "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
+    )
+    org_id: str = Field(default="", description="IMS org, e.g. ABC123@AdobeOrg")
+    sandbox_name: str | None = None
+    trust_env: bool = Field(default=False, description="honour HTTP(S)_PROXY / NO_PROXY")
+    ca_bundle: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AepSettings:
+        _check_url("aep.ims_url", self.ims_url)
+        if not self.org_id.endswith("@AdobeOrg"):
+            raise ValueError("aep.org_id must look like <ORG>@AdobeOrg")
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise ValueError("aep.ca_bundle: file not found")
+        return self
+
+    def secret_value(self) -> str | None:
+        """Read on every call so a rotated Secret volume is picked up."""
+        if self.client_secret_file is not None:
+            return self.client_secret_file.read_text().strip()
+        return self.client_secret.get_secret_value() if self.client_secret else None
+
+
+class RouteSettings(_Model):
+    """One delivery target: which events feed it, and where they go."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    family: Family
+    inlet_url: str
+    dataset_id: str = Field(min_length=1)
+    schema_id: str = Field(min_length=1)
+    flow_id: str = Field(min_length=1)
+    format: Literal["xdm"] = "xdm"
+    authenticated: bool = True
+    source_name: str = "Capillary"
+    events: list[str] | None = Field(
+        default=None, description="event names feeding this target (default: the family's)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RouteSettings:
+        _check_url("routes.inlet_url", self.inlet_url)
+        if "/collection/" not in urlparse(self.inlet_url).path:
+            raise ValueError("routes.inlet_url must be a DCS inlet URL ending /collection/<inlet>")
+        return self
+
+
+class MappingSettings(_Model):
+    tenant: str = Field(default="_capillary", pattern=r"^_[A-Za-z0-9]+$")
+    customer_namespace: str = "CapillaryCustomerId"
+    email_namespace: str = "Email"
+    phone_namespace: str = "Phone"
+    source_timezone: str = "UTC"
+    tier_names: dict[int, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> MappingSettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.source_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("mapping.source_timezone is not an IANA time zone") from None
+        return self
+
+
+class BatchSettings(_Model):
+    max_messages: int = Field(default=500, ge=1, le=10_000)
+    max_bytes: int = Field(default=1_000_000, ge=1024, le=1_000_000)
+    linger_s: float = Field(default=0.2, ge=0, le=60)
+
+
+class DeliverySettings(_Model):
+    concurrency: int = Field(default=4, ge=1, le=256)
+    request_timeout_s: float = Field(default=30, gt=0, le=600)
+    max_retries: int | None = Field(default=None, ge=0, description="None = retry forever")
+    base_delay_s: float = Field(default=0.5, gt=0, le=60)
+    max_delay_s: float = Field(default=30, gt=0, le=3600)
+    retry_after_cap_s: float = Field(default=300, gt=0, le=3600)
+    server_error_retries: int = Field(default=3, ge=0, le=100)
+    blocked_probe_interval_s: float = Field(default=30, gt=0, le=3600)
+
+
+class PolicySettings(_Model):
+    unknown_event: Policy = "dlq"
+    tombstone: Policy = "filter"
+
+
+class DlqGuardSettings(_Model):
+    enabled: bool = True
+    max_invalid_ratio: float = Field(default=0.5, gt=0, le=1)
+    window: int = Field(default=1000, ge=10, description="records the ratio is taken over")
+    min_records: int = Field(default=100, ge=1)
+    max_consecutive: int = Field(default=500, ge=1)
+
+
+class FlowSettings(_Model):
+    max_in_flight_records: int = Field(default=20_000, ge=100)
+    max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, ge=1_000_000)
+    resume_ratio: float = Field(default=0.5, gt=0, lt=1)
+
+
+class ShutdownSettings(_Model):
+    drain_timeout_s: float = Field(default=20, ge=0, le=600)
+    revoke_drain_timeout_s: float = Field(default=15, ge=0, le=600)
+
+
+class HealthSettings(_Model):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings(topics=["capillary"]))
+    aep: AepSettings
+    routes: list[RouteSettings] = Field(min_length=1)
+    mapping: MappingSettings = Field(default_factory=MappingSettings)
+    batching: BatchSettings = Field(default_factory=BatchSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    dlq_guard: DlqGuardSettings = Field(default_factory=DlqGuardSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        names = [r.name for r in self.routes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"routes: duplicate target names {dupes}")
+        if any(r.authenticated for r in self.routes):
+            if not self.aep.client_id:
+                raise ValueError("aep.client_id is required for authenticated routes")
+            if self.aep.client_secret is None and self.aep.client_secret_file is None:
+                raise ValueError(
+                    "aep.client_secret or aep.client_secret_file is required for "
+                    "authenticated routes"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get("path")
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+_TOML_FILE: dict[str, Path | None] = {"path": None}
+
+
+def _check_url(setting: str, url: str) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"{setting} must be an http(s) URL")
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if loc and err.get("type") != "value_error":
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"] if isinstance(p, str))
+        return f"{loc} (env {env}): {msg}"
+    return msg
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read env + TOML file; raise ConfigError naming every bad setting (values never echoed)."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"--config: file not found: {config_file}")
+    _TOML_FILE["path"] = config_file
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors(include_input=False))
+        raise ConfigError(f"invalid configuration:\n  {problems}") from None
+    except ValueError as exc:  # e.g. TOML syntax errors
+        raise ConfigError(f"invalid configuration: {type(exc).__name__}") from None
+    finally:
+        _TOML_FILE["path"] = None
