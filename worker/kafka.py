@@ -1,0 +1,261 @@
+"""The consumer and its one owner thread.
+
+librdkafka consumers are not safe for concurrent calls, and rebalance callbacks run inside
+``consume``. So every consumer call (consume, pause, resume, seek, commit, close) runs on one
+dedicated thread, submitted by one coroutine at a time. Rebalance callbacks hand their work to
+the asyncio loop (where all pipeline state lives) and wait for the answer, then commit from
+inside the callback, on the owner thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from worker.config import KafkaSettings
+from worker.logs import get_logger
+from worker.offsets import TP
+
+log = get_logger(__name__)
+R = TypeVar("R")
+
+GUARD_MARK = "capillary-aep:dlq-guard-tripped"
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    tp: TP
+    generation: int
+    committed: int | None  # committed offset, None when the group has none
+    metadata: str  # commit metadata (carries the DLQ guard's trip mark)
+
+
+class RebalanceListener(Protocol):
+    """Implemented by the pipeline; called on the asyncio loop."""
+
+    async def partitions_assigned(self, assigned: list[Assigned]) -> bool:
+        """Returns True when the new partitions must start paused."""
+
+    async def partitions_revoked(self, tps: list[TP]) -> dict[TP, tuple[int, str]]:
+        """Drain the partitions; returns (offset, metadata) to commit for them."""
+
+    async def partitions_lost(self, tps: list[TP]) -> None: ...
+
+
+def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
+    conf = settings.client_config()
+    conf.update(
+        {
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # Never a silent jump: no committed offset is handled in on_assign, out of range
+            # surfaces as an error with a configured policy.
+            "auto.offset.reset": "error",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "max.poll.interval.ms": settings.max_poll_interval_ms,
+        }
+    )
+    conf.setdefault("partition.assignment.strategy", "cooperative-sticky")
+    conf.setdefault("group.protocol", "classic")
+    conf.setdefault("statistics.interval.ms", 0)
+    if settings.group_instance_id:
+        conf["group.instance.id"] = settings.group_instance_id
+    return conf
+
+
+def subscription(settings: KafkaSettings) -> list[str]:
+    subs = list(settings.topics)
+    if settings.topic_pattern:
+        pattern = settings.topic_pattern
+        subs.append(pattern if pattern.startswith("^") else "^" + pattern)
+    return subs
+
+
+class ConsumerOwner:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        listener: RebalanceListener,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        callback_timeout_s: float,
+        error_cb: Callable[[KafkaError], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._listener = listener
+        self._loop = loop
+        self._callback_timeout = callback_timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self._generation = 0
+        self.closing = False
+        self.cooperative = True
+        self.rebalance_errors = 0
+        conf = consumer_config(settings)
+        self.cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
+        if error_cb is not None:
+            conf["error_cb"] = error_cb
+        self._consumer = Consumer(conf)
+
+    # -- the owner thread ------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., R], *args: Any) -> R:
+        return await self._loop.run_in_executor(self._executor, fn, *args)
+
+    def _bridge(self, coro: Coroutine[Any, Any, R]) -> R:
+        """From a rebalance callback (owner thread): run on the loop and wait."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result(timeout=self._callback_timeout)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            committed = consumer.committed(partitions, timeout=30) if partitions else []
+            start = OFFSET_BEGINNING if self.settings.start_position == "earliest" else OFFSET_END
+            assigned: list[Assigned] = []
+            to_assign: list[TopicPartition] = []
+            for tp in committed:
+                self._generation += 1
+                has_offset = tp.offset >= 0 and tp.offset != OFFSET_INVALID
+                assigned.append(
+                    Assigned(
+                        (tp.topic, tp.partition),
+                        self._generation,
+                        tp.offset if has_offset else None,
+                        tp.metadata or "",
+                    )
+                )
+                to_assign.append(
+                    TopicPartition(tp.topic, tp.partition, tp.offset if has_offset else start)
+                )
+            if self.cooperative:
+                consumer.incremental_assign(to_assign)
+            else:
+                consumer.assign(to_assign)
+            start_paused = self._bridge(self._listener.partitions_assigned(assigned))
+            if start_paused and to_assign:
+                consumer.pause(to_assign)
+            log.info(
+                "partitions_assigned",
+                partitions=[f"{a.tp[0]}[{a.tp[1]}]@{a.committed}" for a in assigned],
+                paused=start_paused,
+            )
+        except Exception as exc:  # a callback exception must not kill the loop
+            self.rebalance_errors += 1
+            log.error("on_assign_failed", error=type(exc).__name__, detail=str(exc)[:300])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        try:
+            offsets = self._bridge(self._listener.partitions_revoked(tps))
+            if offsets:
+                self._commit_now(consumer, offsets)
+        except Exception as exc:
+            self.rebalance_errors += 1
+            log.error("on_revoke_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        finally:
+            if self.cooperative:
+                consumer.incremental_unassign(partitions)
+            else:
+                consumer.unassign()
+            log.info("partitions_revoked", partitions=[f"{t}[{p}]" for t, p in tps])
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        try:
+            self._bridge(self._listener.partitions_lost(tps))
+        except Exception as exc:
+            self.rebalance_errors += 1
+            log.error("on_lost_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        finally:
+            if self.cooperative:
+                consumer.incremental_unassign(partitions)
+            else:
+                consumer.unassign()
+            log.warning("partitions_lost", partitions=[f"{t}[{p}]" for t, p in tps])
+
+    @staticmethod
+    def _commit_now(consumer: Consumer, offsets: dict[TP, tuple[int, str]]) -> None:
+        tps = [TopicPartition(t, p, o, metadata=m or None) for (t, p), (o, m) in offsets.items()]
+        consumer.commit(offsets=tps, asynchronous=False)
+
+    # -- API for the single driving coroutine ------------------------------------------------
+
+    async def subscribe(self) -> None:
+        await self._call(
+            lambda: self._consumer.subscribe(
+                subscription(self.settings),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        )
+
+    async def consume(self, n: int, wait_s: float) -> list[Message]:
+        msgs: list[Message] = await self._call(self._consumer.consume, n, wait_s)
+        return msgs
+
+    async def pause(self, tps: Iterable[TP]) -> None:
+        parts = [TopicPartition(t, p) for t, p in tps]
+        if parts:
+            await self._call(self._consumer.pause, parts)
+
+    async def resume(self, tps: Iterable[TP]) -> None:
+        parts = [TopicPartition(t, p) for t, p in tps]
+        if parts:
+            await self._call(self._consumer.resume, parts)
+
+    async def assignment(self) -> list[TP]:
+        parts: list[TopicPartition] = await self._call(self._consumer.assignment)
+        return [(p.topic, p.partition) for p in parts]
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        await self._call(self._consumer.seek, TopicPartition(tp[0], tp[1], offset))
+
+    async def commit(self, offsets: dict[TP, tuple[int, str]]) -> bool:
+        """Synchronous commit on the owner thread; False (retry next tick) on failure."""
+        if not offsets:
+            return True
+        try:
+            await self._call(self._commit_now, self._consumer, offsets)
+            return True
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            log.warning("commit_failed", error=str(err)[:200], partitions=len(offsets))
+            return False
+
+    async def watermarks(self, tps: Iterable[TP]) -> dict[TP, tuple[int, int]]:
+        def read() -> dict[TP, tuple[int, int]]:
+            out: dict[TP, tuple[int, int]] = {}
+            for t, p in tps:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(t, p), timeout=5, cached=False
+                )
+                out[(t, p)] = (low, high)
+            return out
+
+        return await self._call(read)
+
+    async def close(self) -> None:
+        self.closing = True
+        try:
+            await self._call(self._consumer.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def describe_error(err: KafkaError) -> str:
+    return f"{err.name()}: {err.str()}"
