@@ -152,6 +152,17 @@ class OffsetTracker:
         p = self._parts.get(tp)
         return 0 if p is None else len(p.remaining)
 
+    def tracked(self, tp: TP | None = None) -> int:
+        """Offsets held in memory: the unfinished ones plus finished ones behind the oldest.
+
+        Unlike `pending`, this keeps growing behind a record that never finishes, so the
+        pipeline can pause such a partition before its memory grows with the backlog.
+        """
+        if tp is None:
+            return sum(len(p.order) for p in self._parts.values())
+        p = self._parts.get(tp)
+        return 0 if p is None else len(p.order)
+
     def oldest_pending(self) -> dict[TP, int]:
         """Offset of the oldest unfinished record, for each owned partition that has one."""
         return {tp: p.order[0] for tp, p in self._parts.items() if p.order}

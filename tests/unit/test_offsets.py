@@ -48,8 +48,11 @@ def test_frontier_is_lowest_unfinished_with_gaps() -> None:
     assert t.finish(A, 10, 7)
     assert t.frontier(A) == 15
     assert t.oldest_pending() == {A: 15}
+    assert t.tracked(A) == 2 and t.pending(A) == 2
     assert t.finish(A, 20, 7)
+    assert t.tracked(A) == 2 and t.pending(A) == 1  # 20 is done but held behind 15
     assert t.finish(A, 15, 7)
+    assert t.tracked() == 0
     assert t.frontier(A) == 21
     assert t.pending(A) == 0
 
@@ -195,6 +198,7 @@ def test_any_finish_order_ends_at_last_plus_one(
 class _Model:
     generation: int
     added: list[int] = field(default_factory=list)  # offsets added, ascending
+    with_parts: list[int] = field(default_factory=list)  # offsets added with parts >= 1
     left: dict[int, int] = field(default_factory=dict)  # unfinished offset -> parts left
     committed: int | None = None
     last_frontier: int | None = None
@@ -260,6 +264,7 @@ class TrackerMachine(RuleBasedStateMachine):
         m.added.append(off)
         if parts:
             m.left[off] = parts
+            m.with_parts.append(off)
 
     @rule(tp=st.sampled_from(TPS), gen_delta=st.integers(1, 3))
     def add_wrong_generation(self, tp: TP, gen_delta: int) -> None:
@@ -337,8 +342,12 @@ class TrackerMachine(RuleBasedStateMachine):
             m.last_frontier = f
             assert self.t.pending(tp) == len(m.left)
             total += len(m.left)
+            assert self.t.tracked(tp) == (
+                sum(1 for off in m.with_parts if off >= min(m.left)) if m.left else 0
+            )
             assert self.t.committed(tp) == m.committed
         assert self.t.pending() == total
+        assert self.t.tracked() == sum(self.t.tracked(tp) for tp in TPS)
 
     @invariant()
     def committable_is_owned_and_forward(self) -> None:
