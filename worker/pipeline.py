@@ -1,0 +1,584 @@
+"""Wires the stages: consume → decode → validate → transform → batch → deliver → commit.
+
+All pipeline state lives on the asyncio loop thread. One coroutine (``run``) drives the
+consumer through its owner thread; delivery tasks and dead-letter acks finish records in the
+offset tracker; commits carry only the contiguous frontier of owned partitions.
+
+The hot path (``_process``) is a plain loop over the consumed batch: no task, future or lock
+per record; each message is serialized once and its bytes go straight into a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
+
+from worker.aep.delivery import Deliverer
+from worker.batching import Batch, Batcher, MessageTooLarge
+from worker.config import Settings
+from worker.dlq import DeadLetter, SourceRecord
+from worker.dlq_guard import DlqGuard
+from worker.dlq_producer import DeadLetterProducer
+from worker.events import CanonicalEvent, DecodeError, decode
+from worker.health import HealthState
+from worker.kafka import GUARD_MARK, Assigned, ConsumerOwner, describe_error
+from worker.logs import get_logger
+from worker.mapping import MappingContext, MappingError, build_entity
+from worker.metrics import Metrics
+from worker.offsets import TP, OffsetTracker
+from worker.routing import Target
+from worker.schemas import SchemaStore
+
+log = get_logger(__name__)
+
+
+class FatalPipelineError(Exception):
+    """A configured ``fail`` policy fired, or the consumer cannot go on."""
+
+
+@dataclass(slots=True)
+class Part:
+    """One (record, target) in flight; a record fanning out to two targets has two parts."""
+
+    tp: TP
+    offset: int
+    generation: int
+    msg: Message
+    event: str
+    target: str
+    nbytes: int
+
+
+def source_record(msg: Message) -> SourceRecord:
+    ts_type, ts = msg.timestamp()
+    return SourceRecord(
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        timestamp_ms=None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
+        key=msg.key(),
+        value=msg.value(),
+        headers=[(k, v or b"") for k, v in cast(list[tuple[str, bytes]], msg.headers() or [])],
+    )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        schemas: SchemaStore,
+        targets: dict[str, Target],
+        routes: dict[str, tuple[Target, ...]],
+        *,
+        metrics: Metrics,
+        health: HealthState,
+        reset_dlq_guard: bool = False,
+        exit_when_drained: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.schemas = schemas
+        self.targets = targets
+        self.routes = routes
+        self.metrics = metrics
+        self.health = health
+        self.reset_dlq_guard = reset_dlq_guard
+        self.exit_when_drained = exit_when_drained
+        self.ctx = MappingContext(
+            tenant=settings.mapping.tenant,
+            customer_namespace=settings.mapping.customer_namespace,
+            email_namespace=settings.mapping.email_namespace,
+            phone_namespace=settings.mapping.phone_namespace,
+            source_timezone=settings.mapping.source_timezone,
+            tier_names=dict(settings.mapping.tier_names) or None,
+        )
+        b = settings.batching
+        self.batcher: Batcher[Part] = Batcher(b.max_messages, b.max_bytes, b.linger_s)
+        self.tracker = OffsetTracker()
+        self.guard = DlqGuard(settings.dlq_guard)
+        self.in_flight_bytes = 0
+        self.pause_reasons: dict[str, str] = {}
+        self._paused = False
+        self._queue: deque[Batch[Part]] = deque()
+        self._active: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self.fatal: str | None = None
+        self.closing = False
+        self._assigned_at: dict[TP, int | None] = {}
+        self._seek_requests: list[tuple[TP, str]] = []
+        self._generations = 1 << 40  # for re-tracking after a seek; above the consumer's counter
+        # Wired in attach(): they need the running loop.
+        self.consumer: ConsumerOwner
+        self.dlq: DeadLetterProducer
+        self.deliverer: Deliverer[Part]
+
+    def attach(
+        self, consumer: ConsumerOwner, dlq: DeadLetterProducer, deliverer: Deliverer[Part]
+    ) -> None:
+        self.consumer = consumer
+        self.dlq = dlq
+        self.deliverer = deliverer
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def _process(self, msgs: list[Message]) -> None:
+        tracker = self.tracker
+        batcher = self.batcher
+        policy = self.settings.policy
+        consumed: dict[str, int] = {}
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                self._consumer_error(msg, err)
+                continue
+            topic = msg.topic() or ""
+            partition = msg.partition() or 0
+            tp = (topic, partition)
+            offset = msg.offset() or 0
+            consumed[topic] = consumed.get(topic, 0) + 1
+            generation = tracker.generation(tp)
+            if generation is None or self.guard.tripped:
+                # Not ours (any more), or the guard stopped us: never tracked, so never
+                # committed past; it is consumed again after the operator's reset.
+                continue
+            value = msg.value()
+            if value is None:
+                self._policy(msg, tp, offset, generation, "tombstone", policy.tombstone)
+                continue
+            try:
+                event = decode(value)
+            except DecodeError as exc:
+                tracker.add(tp, offset, generation, 1)
+                self._dead_letter(
+                    Part(tp, offset, generation, msg, "", "", len(value)),
+                    DeadLetter("decode", "DecodeError", exc.kind, str(exc), path=exc.path),
+                )
+                continue
+            targets = self.routes.get(event.name)
+            if not targets:
+                self._policy(
+                    msg, tp, offset, generation, "unknown-event", policy.unknown_event,
+                    event=event,
+                )
+                continue
+            validator = self.schemas.capillary(event.name)
+            violation = None if validator is None else validator.first_violation(event.data)
+            if violation is not None:
+                tracker.add(tp, offset, generation, 1)
+                self._dead_letter(
+                    Part(tp, offset, generation, msg, event.name, "", len(value)),
+                    DeadLetter(
+                        "validate", "SchemaViolation", violation.keyword, str(violation),
+                        path="/data" + violation.path, event_name=event.name,
+                    ),
+                )
+                continue
+            tracker.add(tp, offset, generation, len(targets))
+            valid = True
+            for target in targets:
+                part = Part(tp, offset, generation, msg, event.name, target.name, len(value))
+                payload = self._transform(event, target, part)
+                if payload is None:
+                    valid = False
+                    continue
+                part.nbytes = len(payload)
+                self.in_flight_bytes += part.nbytes
+                try:
+                    full = batcher.add(target.name, part, payload)
+                except MessageTooLarge as exc:
+                    self.in_flight_bytes -= part.nbytes
+                    valid = False
+                    self._dead_letter(
+                        part,
+                        DeadLetter(
+                            "transform", "MessageTooLarge", "too-large", str(exc),
+                            target=target.name, event_name=event.name,
+                        ),
+                    )
+                    continue
+                if full is not None:
+                    self._enqueue(full)
+            if valid:
+                self.guard.valid()
+        for topic, n in consumed.items():
+            self.metrics.consumed.labels(topic).inc(n)
+
+    def _transform(self, event: CanonicalEvent, target: Target, part: Part) -> bytes | None:
+        """The DCS message bytes for one target, or None after dead-lettering this part."""
+        try:
+            entity = build_entity(event, target.family, target.name, self.ctx)
+        except MappingError as exc:
+            self._dead_letter(
+                part,
+                DeadLetter(
+                    "transform", "MappingError", exc.kind, str(exc), path=exc.path,
+                    target=target.name, event_name=event.name,
+                ),
+            )
+            return None
+        violation = target.validator.first_violation(entity)
+        if violation is not None:
+            self._dead_letter(
+                part,
+                DeadLetter(
+                    "validate", "XdmViolation", violation.keyword, str(violation),
+                    path=violation.path, target=target.name, event_name=event.name,
+                ),
+            )
+            return None
+        entity_json = orjson.dumps(entity)
+        if len(entity_json) > target.size_limit:
+            self._dead_letter(
+                part,
+                DeadLetter(
+                    "transform", "ProfileSizeLimit", "profile-size-limit",
+                    f"xdmEntity is {len(entity_json)} bytes; the Profile store drops "
+                    f"{target.family} over {target.size_limit}",
+                    target=target.name, event_name=event.name,
+                ),
+            )
+            return None
+        return target.message(entity_json)
+
+    def _policy(
+        self, msg: Message, tp: TP, offset: int, generation: int, what: str, policy: str,
+        *, event: CanonicalEvent | None = None,
+    ) -> None:
+        name = event.name if event is not None else ""
+        if policy == "filter":
+            self.tracker.add(tp, offset, generation, 0)
+            self.metrics.filtered.labels(what).inc()
+            return
+        if policy == "fail":
+            # Never finished, so never committed past; the process stops loudly.
+            self.tracker.add(tp, offset, generation, 1)
+            self.fatal = f"{what} at {tp[0]}[{tp[1]}]@{offset} and policy is 'fail'"
+            log.error("policy_fail", what=what, topic=tp[0], partition=tp[1], offset=offset)
+            self._stop.set()
+            return
+        self.tracker.add(tp, offset, generation, 1)
+        reason = "no route for this event name" if what == "unknown-event" else "tombstone"
+        self._dead_letter(
+            Part(tp, offset, generation, msg, name, "", len(msg.value() or b"")),
+            DeadLetter("validate", "Policy", what, reason, event_name=name),
+        )
+
+    def _consumer_error(self, msg: Message, err: KafkaError) -> None:
+        code = err.code()
+        if code == KafkaError._PARTITION_EOF:
+            return
+        if code == KafkaError._AUTO_OFFSET_RESET:
+            self.metrics.offset_out_of_range.inc()
+            tp = (msg.topic() or "", msg.partition() or 0)
+            policy = self.settings.kafka.offset_out_of_range
+            log.error(
+                "offset_out_of_range", topic=tp[0], partition=tp[1], policy=policy,
+                error=describe_error(err),
+            )
+            if policy == "fail":
+                self.fatal = (
+                    f"committed offset of {tp[0]}[{tp[1]}] is out of range (retention overtook "
+                    "the group); set kafka.offset_out_of_range or reset offsets with "
+                    "'capillary-aep replay'"
+                )
+                self._stop.set()
+            else:
+                self._seek_requests.append((tp, policy))
+            return
+        if err.fatal():
+            self.fatal = f"fatal consumer error: {describe_error(err)}"
+            self._stop.set()
+        else:
+            log.warning("consumer_error", error=describe_error(err))
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _finish(self, part: Part) -> None:
+        self.in_flight_bytes -= part.nbytes if part.target else 0
+        self.tracker.finish(part.tp, part.offset, part.generation)
+
+    def _dead_letter(self, part: Part, why: DeadLetter) -> None:
+        if not self.guard.allow_invalid():
+            self._trip(f"{part.tp[0]}[{part.tp[1]}]@{part.offset}")
+            return
+        if part.target == "":
+            part.nbytes = 0
+        self.dlq.send(source_record(part.msg), why, (part, why.stage, why.error_kind))
+
+    def _dlq_acked(self, token: Any) -> None:
+        part, stage, kind = token
+        self.metrics.dead_lettered.labels(stage, kind).inc()
+        self._finish(part)
+
+    def _dlq_availability(self, available: bool) -> None:
+        self.health.dlq_down = not available
+        self._set_pause("dlq-unavailable", None if available else "dead-letter topic unwritable")
+
+    def _trip(self, where: str) -> None:
+        if "dlq-guard" in self.pause_reasons:
+            return
+        self.metrics.dlq_guard_tripped.set(1)
+        self.health.guard = self.guard.reason
+        self._set_pause("dlq-guard", self.guard.reason)
+        log.critical(
+            "dlq_guard_tripped", reason=self.guard.reason, at=where,
+            action="fix the cause, then restart once with --reset-dlq-guard",
+        )
+
+    # DeliverySink -------------------------------------------------------------------------
+
+    def accepted(self, item: Part, xaction_id: str | None) -> None:
+        self.metrics.delivered.labels(item.event or "other", item.target).inc()
+        ts_type, ts = item.msg.timestamp()
+        if ts_type != TIMESTAMP_NOT_AVAILABLE:
+            self.metrics.e2e_latency.labels(item.event or "other").observe(
+                max(time.time() - ts / 1000, 0)
+            )
+        self._finish(item)
+
+    def rejected(
+        self, item: Part, status: int | None, reason: str, batch_id: str | None
+    ) -> None:
+        self.in_flight_bytes -= item.nbytes
+        item.nbytes = 0
+        self._dead_letter(
+            item,
+            DeadLetter(
+                "deliver", "AepRejected", f"aep-{status}" if status else "aep-rejected",
+                reason[:300], target=item.target, event_name=item.event, aep_status=status,
+                aep_batch_id=batch_id,
+            ),
+        )
+
+    def blocked(self, reason: str | None) -> None:
+        self.health.blocked = reason
+        self.metrics.blocked.set(0 if reason is None else 1)
+        self._set_pause("aep-blocked", reason)
+        if reason is not None:
+            log.error("delivery_blocked", reason=reason)
+        else:
+            log.info("delivery_unblocked")
+
+    def retrying(self, cause: str, delay: float) -> None:
+        self.metrics.retries.labels(cause).inc()
+
+    # -- batches and delivery tasks --------------------------------------------------------------
+
+    def _enqueue(self, batch: Batch[Part]) -> None:
+        self.metrics.batches.labels(batch.key).inc()
+        self.metrics.batch_records.observe(len(batch.items))
+        self.metrics.batch_bytes.observe(batch.nbytes)
+        self._queue.append(batch)
+        self._pump()
+
+    def _pump(self) -> None:
+        limit = self.settings.delivery.concurrency
+        while self._queue and len(self._active) < limit:
+            batch = self._queue.popleft()
+            target = self.targets[batch.key]
+            task = asyncio.create_task(
+                self.deliverer.deliver(target.batch_url, batch, target.headers)
+            )
+            self._active.add(task)
+            task.add_done_callback(self._delivered)
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # deliver() never raises by contract; if it does, its records stay unfinished
+            # (never committed) and the loud log says why.
+            log.error("delivery_task_failed", error=repr(task.exception())[:300])
+        if not self.closing:
+            self._pump()
+
+    # -- pause, backpressure -----------------------------------------------------------------
+
+    def _set_pause(self, reason: str, why: str | None) -> None:
+        if why is None:
+            self.pause_reasons.pop(reason, None)
+        else:
+            self.pause_reasons[reason] = why
+        self.metrics.paused.labels(reason).set(0 if why is None else 1)
+
+    def _backpressure(self) -> None:
+        flow = self.settings.flow
+        records = self.tracker.pending()
+        nbytes = self.in_flight_bytes
+        self.metrics.in_flight_records.set(records)
+        self.metrics.in_flight_bytes.set(nbytes)
+        if records >= flow.max_in_flight_records or nbytes >= flow.max_in_flight_bytes:
+            if "backpressure" not in self.pause_reasons:
+                log.info("backpressure_pause", records=records, bytes=nbytes)
+            self._set_pause("backpressure", f"{records} records / {nbytes} bytes in flight")
+        elif "backpressure" in self.pause_reasons and (
+            records <= flow.max_in_flight_records * flow.resume_ratio
+            and nbytes <= flow.max_in_flight_bytes * flow.resume_ratio
+        ):
+            self._set_pause("backpressure", None)
+            log.info("backpressure_resume", records=records, bytes=nbytes)
+
+    async def _reconcile_pause(self) -> None:
+        want = bool(self.pause_reasons)
+        if want == self._paused:
+            return
+        tps = await self.consumer.assignment()
+        if want:
+            await self.consumer.pause(tps)
+        else:
+            await self.consumer.resume(tps)
+        self._paused = want
+
+    # -- rebalance (RebalanceListener, called on the loop from the owner thread) -----------------
+
+    async def partitions_assigned(self, assigned: list[Assigned]) -> bool:
+        self.health.member = True
+        for a in assigned:
+            self.tracker.assign(a.tp, a.generation)
+            self._assigned_at[a.tp] = a.committed
+            if a.metadata.startswith(GUARD_MARK):
+                if self.reset_dlq_guard:
+                    log.warning("dlq_guard_reset", topic=a.tp[0], partition=a.tp[1])
+                else:
+                    self.guard.trip(a.metadata.removeprefix(GUARD_MARK).lstrip(":") or "earlier")
+                    self._trip(f"{a.tp[0]}[{a.tp[1]}] (mark in the committed offset)")
+        return bool(self.pause_reasons)
+
+    async def partitions_revoked(self, tps: list[TP]) -> dict[TP, tuple[int, str]]:
+        if not self.closing:
+            # Hand everything buffered to delivery, then wait (bounded) for these partitions.
+            for batch in self.batcher.flush():
+                self._enqueue(batch)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.shutdown.revoke_drain_timeout_s
+            # Polled: completions arrive from delivery tasks and DLQ acks alike.
+            while loop.time() < deadline and any(self.tracker.pending(t) for t in tps):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        offsets = self._commit_offsets(tps)
+        for tp in tps:
+            self.tracker.revoke(tp)
+            self._assigned_at.pop(tp, None)
+        return offsets
+
+    async def partitions_lost(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self.tracker.revoke(tp)
+            self._assigned_at.pop(tp, None)
+
+    # -- commits -----------------------------------------------------------------------------
+
+    def _metadata(self) -> str:
+        return f"{GUARD_MARK}:{self.guard.reason}" if self.guard.tripped else ""
+
+    def _commit_offsets(self, only: Iterable[TP] | None = None) -> dict[TP, tuple[int, str]]:
+        ready = self.tracker.committable()
+        if only is not None:
+            wanted = set(only)
+            ready = {tp: o for tp, o in ready.items() if tp in wanted}
+        meta = self._metadata()
+        if meta:  # the trip mark must reach every owned partition, moved or not
+            for tp in self.tracker.owned():
+                if only is None or tp in set(only):
+                    o = self.tracker.frontier(tp)
+                    if o is None:
+                        o = self._assigned_at.get(tp)
+                    if o is not None:
+                        ready.setdefault(tp, o)
+        return {tp: (o, meta) for tp, o in ready.items()}
+
+    async def commit(self) -> None:
+        offsets = self._commit_offsets()
+        if not offsets:
+            return
+        ok = await self.consumer.commit(offsets)
+        if ok:
+            self.tracker.mark_committed({tp: o for tp, (o, _) in offsets.items()})
+            self.metrics.commits.labels("ok").inc()
+            self.metrics.last_commit.set(time.time())
+        else:
+            self.metrics.commits.labels("failed").inc()
+
+    # -- drained detection (make run, side replays) ---------------------------------------------
+
+    async def drained(self) -> bool:
+        if self.tracker.pending() or self._queue or self._active or self.batcher.open_counts()[0]:
+            return False
+        tps = list(self.tracker.owned())
+        if not tps:
+            return False
+        marks = await self.consumer.watermarks(tps)
+        for tp, (_low, high) in marks.items():
+            pos = self.tracker.frontier(tp)
+            if pos is None:
+                pos = self._assigned_at.get(tp)
+            if pos is None:
+                pos = _low
+            if pos < high:
+                return False
+        return True
+
+    # -- the driving coroutine -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        k = self.settings.kafka
+        await self.consumer.subscribe()
+        loop = asyncio.get_running_loop()
+        next_commit = loop.time() + k.commit_interval_s
+        while not self._stop.is_set():
+            await self._reconcile_pause()
+            msgs = await self.consumer.consume(k.consume_batch_size, k.consume_timeout_s)
+            self.health.polled()
+            if msgs:
+                self._process(msgs)
+            for batch in self.batcher.due():
+                self._enqueue(batch)
+            self._backpressure()
+            while self._seek_requests:
+                tp, policy = self._seek_requests.pop()
+                low, high = (await self.consumer.watermarks([tp]))[tp]
+                await self.consumer.seek(tp, low if policy == "earliest" else high)
+                self._generations += 1  # offsets restart lower: track them afresh
+                self.tracker.assign(tp, self._generations)
+                log.warning("offset_reset_by_policy", topic=tp[0], partition=tp[1], policy=policy)
+            if loop.time() >= next_commit:
+                await self.commit()
+                next_commit = loop.time() + k.commit_interval_s
+                if self.exit_when_drained and await self.drained():
+                    log.info("drained")
+                    self._stop.set()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop consuming → drain until the deadline → cancel → flush DLQ → commit → close."""
+        self.health.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown.drain_timeout_s
+        for batch in self.batcher.flush():
+            self._enqueue(batch)
+        while (self._queue or self._active) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        self.closing = True
+        for task in list(self._active):
+            task.cancel()
+        if self._active:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._active, return_exceptions=True)
+        left = await self.dlq.flush(max(deadline - loop.time(), 1.0))
+        await self.commit()
+        log.info(
+            "shutdown",
+            unfinished_records=self.tracker.pending(),
+            dlq_unacked=left,
+            undelivered_batches=len(self._queue),
+        )
+        await self.consumer.close()
+        self.dlq.close()

@@ -1,0 +1,188 @@
+"""Builds a worker from settings and runs it until SIGTERM/SIGINT (or drained, on request).
+
+Exit codes: 0 clean stop; 2 configuration error (bad setting, IMS rejected the credentials,
+unknown schema); 3 a ``fail`` policy fired or the consumer cannot continue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+
+from worker.aep.auth import ImsConfigError, ImsUnavailable, TokenProvider
+from worker.aep.client import DcsClient, HttpSettings
+from worker.aep.delivery import Deliverer, DeliveryPolicy
+from worker.config import ConfigError, Settings
+from worker.dlq_producer import (
+    BROKER_DEFAULT_MAX_MESSAGE_BYTES,
+    DeadLetterProducer,
+    topic_max_message_bytes,
+)
+from worker.health import HealthServer, HealthState
+from worker.kafka import ConsumerOwner
+from worker.logs import get_logger
+from worker.mapping import DEFAULT_FAMILIES, MAPPERS
+from worker.metrics import Metrics
+from worker.pipeline import Part, Pipeline
+from worker.routing import RoutingError, build_routes
+from worker.schemas import SchemaLoadError, SchemaStore
+
+log = get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_FATAL = 3
+
+
+@dataclass(slots=True)
+class RunResult:
+    exit_code: int
+    metrics: Metrics
+    seconds: float
+    error: str | None = None
+    health_port: int | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _check_dlq_topic(settings: Settings) -> int:
+    """The DLQ must take what the inputs take (plus headers); warn if not. Returns its limit."""
+    k = settings.kafka
+    limits = topic_max_message_bytes(k, [k.dlq_topic, *k.topics])
+    dlq_limit = limits.get(k.dlq_topic)
+    if dlq_limit is None:
+        log.error(
+            "dlq_topic_missing",
+            topic=k.dlq_topic,
+            hint="create it (same or larger max.message.bytes than the inputs); dead letters "
+            "wait, and the worker pauses, until it can be written",
+        )
+        return BROKER_DEFAULT_MAX_MESSAGE_BYTES
+    for topic in k.topics:
+        limit = limits.get(topic)
+        if limit is not None and limit > dlq_limit:
+            log.warning(
+                "dlq_topic_smaller_than_input",
+                dlq_topic=k.dlq_topic,
+                dlq_max_message_bytes=dlq_limit,
+                input_topic=topic,
+                input_max_message_bytes=limit,
+                effect="oversized dead letters are truncated (payload-truncated header)",
+            )
+    return dlq_limit
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    reset_dlq_guard: bool = False,
+    exit_when_drained: bool = False,
+    stop: asyncio.Event | None = None,
+    install_signals: bool = True,
+) -> RunResult:
+    started = time.monotonic()
+    metrics = Metrics()
+    try:
+        schemas = SchemaStore()
+        targets, routes = build_routes(
+            settings.routes, settings.aep.org_id, schemas, MAPPERS.keys(), DEFAULT_FAMILIES
+        )
+    except (SchemaLoadError, RoutingError) as exc:
+        return RunResult(EXIT_CONFIG, metrics, 0.0, error=str(exc))
+
+    loop = asyncio.get_running_loop()
+    d = settings.delivery
+    health = HealthState(live_threshold_s=min(settings.kafka.max_poll_interval_ms / 2000, 120))
+    http = HttpSettings(
+        trust_env=settings.aep.trust_env,
+        ca_bundle=str(settings.aep.ca_bundle) if settings.aep.ca_bundle else None,
+        request_timeout=d.request_timeout_s,
+    )
+    tokens: TokenProvider | None = None
+    if any(t.authenticated for t in targets.values()):
+        tokens = TokenProvider(
+            ims_url=settings.aep.ims_url,
+            client_id=settings.aep.client_id or "",
+            client_secret=settings.aep.secret_value,
+            scope=settings.aep.scopes,
+        )
+    client = DcsClient.create(http, tokens=tokens, sandbox_name=settings.aep.sandbox_name)
+    health_server: HealthServer | None = None
+    try:
+        if tokens is not None:
+            try:
+                await tokens.get()
+            except ImsConfigError as exc:
+                return RunResult(EXIT_CONFIG, metrics, 0.0, error=str(exc))
+            except ImsUnavailable as exc:
+                log.warning("ims_unavailable_at_start", error=str(exc)[:200])
+        health.token_ok = True
+
+        pipeline = Pipeline(
+            settings, schemas, targets, routes, metrics=metrics, health=health,
+            reset_dlq_guard=reset_dlq_guard, exit_when_drained=exit_when_drained,
+        )
+        dlq_limit = await loop.run_in_executor(None, _check_dlq_topic, settings)
+        dlq = DeadLetterProducer(
+            settings.kafka, loop, max_record_bytes=dlq_limit,
+            on_acked=pipeline._dlq_acked, on_availability=pipeline._dlq_availability,
+        )
+        policy = DeliveryPolicy(
+            max_retries=d.max_retries,
+            base_delay=d.base_delay_s,
+            max_delay=d.max_delay_s,
+            retry_after_cap=d.retry_after_cap_s,
+            server_error_retries=d.server_error_retries,
+            blocked_probe_interval=d.blocked_probe_interval_s,
+            request_timeout=d.request_timeout_s,
+        )
+        deliverer: Deliverer[Part] = Deliverer(client, policy, pipeline)
+        consumer = ConsumerOwner(
+            settings.kafka, pipeline, loop,
+            callback_timeout_s=settings.shutdown.revoke_drain_timeout_s + 30,
+        )
+        pipeline.attach(consumer, dlq, deliverer)
+        if settings.health.enabled:
+            health_server = HealthServer(
+                health, metrics, settings.health.host, settings.health.port
+            )
+            port = await health_server.start()
+            log.info("health_listening", port=port)
+
+        stop_event = stop or asyncio.Event()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop_event.set)
+
+        async def relay_stop() -> None:
+            await stop_event.wait()
+            log.info("stop_requested")
+            pipeline.stop()
+
+        relay = asyncio.create_task(relay_stop())
+        log.info(
+            "worker_started",
+            topics=settings.kafka.topics or settings.kafka.topic_pattern,
+            group=settings.kafka.group_id,
+            targets=sorted(targets),
+            events=sorted(routes),
+        )
+        try:
+            await pipeline.run()
+        finally:
+            relay.cancel()
+        code = EXIT_FATAL if pipeline.fatal else EXIT_OK
+        return RunResult(
+            code, metrics, time.monotonic() - started, error=pipeline.fatal,
+            health_port=health_server.port if health_server else None,
+            extra={"deliver_requests": float(deliverer.requests)},
+        )
+    except ConfigError as exc:
+        return RunResult(EXIT_CONFIG, metrics, 0.0, error=str(exc))
+    finally:
+        if health_server is not None:
+            await health_server.stop()
+        await client.close()
+        if tokens is not None:
+            await tokens.close()
