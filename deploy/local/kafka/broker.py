@@ -398,6 +398,7 @@ class LocalKafka:
         self._proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._owns_data_dir = False
+        self.paused = False
 
     # ---- addresses / client settings ---------------------------------------------------
 
@@ -532,12 +533,14 @@ class LocalKafka:
         if self.pid is None or not self.is_running():
             raise BrokerError("broker not running")
         os.kill(self.pid, signal.SIGSTOP)
+        self.paused = True
 
     def resume(self) -> None:
         """SIGCONT after ``pause()``."""
         if self.pid is None:
             raise BrokerError("broker not running")
         os.kill(self.pid, signal.SIGCONT)
+        self.paused = False
 
     def close(self) -> None:
         """Stop, and delete the data dir if this object created it."""
@@ -822,6 +825,7 @@ class LocalKafka:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)  # in case it was paused
+            self.paused = False
             os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while self.is_running() and time.monotonic() < deadline:
