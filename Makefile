@@ -1,0 +1,54 @@
+# capillary-aep-worker — the two commands a newcomer needs:
+#   make run    start a local Kafka broker and the AEP sandbox, stream sample events, print a summary
+#   make test   run the whole test suite (unit + integration against the real broker and sandbox)
+# Needs only Python 3.11, Java 17+ and Maven; everything else is installed here.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+KAFKA := $(UV) run python deploy/local/kafka/broker.py
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: ## install uv (if missing), the locked Python dependencies and the Kafka broker jars
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen
+	$(KAFKA) fetch
+
+run: setup ## the main job, locally: broker + sandbox + sample stream + worker until drained
+	$(UV) run python deploy/local/demo.py $(DEMO_ARGS)
+
+test: setup ## the whole test suite
+	$(UV) run pytest $(PYTEST_ARGS)
+
+unit: ## unit tests only (no broker)
+	$(UV) run pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup ## integration tests only
+	$(UV) run pytest tests/integration $(PYTEST_ARGS)
+
+lint: ## ruff and mypy (strict) on worker/
+	$(UV) run ruff check worker tests deploy
+	$(UV) run mypy
+
+kafka-jars: ## fetch the broker jars from Maven Central into deploy/local/kafka/.cache
+	$(KAFKA) fetch
+
+kafka-up: ## start a local broker (PLAINTEXT on a free port; see deploy/local/kafka/README.md)
+	$(KAFKA) start $(KAFKA_ARGS)
+
+kafka-down: ## stop it
+	$(KAFKA) stop
+
+kafka-status:
+	$(KAFKA) status
+
+sandbox: ## run the AEP sandbox on 127.0.0.1:8765
+	$(UV) run capillary-aep sandbox --port 8765
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis deploy/local/kafka/.cache
