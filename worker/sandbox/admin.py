@@ -1,0 +1,215 @@
+"""Inspection and control API under ``/sandbox/`` (never faulted, never authenticated).
+
+GET    /sandbox/health                      {"status": "ok"}
+GET    /sandbox/config                      org, IMS client ids, datasets, inlets, limits
+POST   /sandbox/config                      {"token_lifetime_seconds": N}
+GET    /sandbox/stats                       counters (see README)
+GET    /sandbox/datasets                    datasets with their counts
+GET    /sandbox/datasets/{id}/records       ?limit=100&offset=0, oldest kept first
+GET    /sandbox/requests                    ?limit=100, recent DCS/IMS requests, newest last
+GET    /sandbox/rejections                  ?limit=100, recent rejected messages, newest last
+POST   /sandbox/reset                       forget records, counters, logs, faults
+GET    /sandbox/faults                      current fault settings and counters
+POST   /sandbox/faults                      merge fault settings (FaultConfig JSON)
+DELETE /sandbox/faults                      no faults
+POST   /sandbox/tokens/revoke               every issued token becomes unknown (403)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from worker.sandbox.faults import FaultConfigError
+from worker.sandbox.keys import STATE
+from worker.sandbox.state import SandboxState
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+    if value < 0:
+        raise web.HTTPBadRequest(text=f"{name} must be >= 0")
+    return value
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise web.HTTPBadRequest(text="body must be JSON") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object")
+    return data
+
+
+def _set_token_lifetime(state: SandboxState, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise web.HTTPBadRequest(text="token_lifetime_seconds must be a positive number")
+    state.tokens.lifetime_s = float(value)
+    state.config = replace(state.config, token_lifetime_s=float(value))
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def get_config(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    c = state.config
+    return _json(
+        {
+            "org_id": c.org_id,
+            "ims_clients": [client.client_id for client in c.ims_clients],
+            "datasets": [
+                {
+                    "id": d.id,
+                    "schema_id": d.schema_id,
+                    "profile_enabled": d.profile_enabled,
+                    "behavior": d.behavior,
+                }
+                for d in c.datasets
+            ],
+            "inlets": [
+                {
+                    "id": i.id,
+                    "auth_required": i.auth_required,
+                    "datasets": list(i.datasets) if i.datasets is not None else None,
+                    "failure_key": i.failure_key,
+                    "failure_xaction_id": i.failure_xaction_id,
+                }
+                for i in c.inlets
+            ],
+            "max_body_bytes": c.max_body_bytes,
+            "token_lifetime_seconds": state.tokens.lifetime_s,
+            "require_flow_id": c.require_flow_id,
+            "event_profile_max_bytes": c.event_profile_max_bytes,
+            "record_profile_max_bytes": c.record_profile_max_bytes,
+            "store": c.store,
+            "max_records_per_dataset": c.max_records_per_dataset,
+        }
+    )
+
+
+async def post_config(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    data = await _body(request)
+    unknown = sorted(set(data) - {"token_lifetime_seconds"})
+    if unknown:
+        return _error(400, f"unsupported runtime settings: {', '.join(unknown)}")
+    if "token_lifetime_seconds" in data:
+        _set_token_lifetime(state, data["token_lifetime_seconds"])
+    return await get_config(request)
+
+
+async def stats(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].stats())
+
+
+async def datasets(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    counts = state.stats()["datasets"]
+    return _json(
+        [
+            {
+                "id": d.id,
+                "schema_id": d.schema_id,
+                "profile_enabled": d.profile_enabled,
+                **counts[d.id],
+            }
+            for d in state.config.datasets
+        ]
+    )
+
+
+async def records(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    dataset_id = request.match_info["dataset"]
+    if state.config.dataset(dataset_id) is None:
+        return _error(404, f"unknown dataset {dataset_id}")
+    limit = _int_param(request, "limit", 100)
+    offset = _int_param(request, "offset", 0)
+    return _json(state.store.records(dataset_id, limit, offset))
+
+
+def _tail(items: Any, limit: int) -> list[Any]:
+    data = list(items)
+    return data[-limit:] if limit else []
+
+
+async def requests_log(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json(_tail(state.request_log, _int_param(request, "limit", 100)))
+
+
+async def rejections(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json(_tail(state.rejections, _int_param(request, "limit", 100)))
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[STATE].reset()
+    return _json({"reset": True})
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].faults.snapshot())
+
+
+async def post_faults(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    data = await _body(request)
+    lifetime = data.pop("token_lifetime_seconds", None)
+    try:
+        state.faults.update(data)
+    except FaultConfigError as exc:
+        return _error(400, str(exc))
+    if lifetime is not None:
+        _set_token_lifetime(state, lifetime)
+    return _json(state.faults.snapshot())
+
+
+async def delete_faults(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.faults.clear()
+    return _json(state.faults.snapshot())
+
+
+async def revoke_tokens(request: web.Request) -> web.Response:
+    return _json({"revoked": request.app[STATE].tokens.revoke_all()})
+
+
+def add_admin_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/sandbox/health", health)
+    r.add_get("/sandbox/config", get_config)
+    r.add_post("/sandbox/config", post_config)
+    r.add_get("/sandbox/stats", stats)
+    r.add_get("/sandbox/datasets", datasets)
+    r.add_get("/sandbox/datasets/{dataset}/records", records)
+    r.add_get("/sandbox/requests", requests_log)
+    r.add_get("/sandbox/rejections", rejections)
+    r.add_post("/sandbox/reset", reset)
+    r.add_get("/sandbox/faults", get_faults)
+    r.add_post("/sandbox/faults", post_faults)
+    r.add_delete("/sandbox/faults", delete_faults)
+    r.add_post("/sandbox/tokens/revoke", revoke_tokens)
