@@ -40,7 +40,7 @@ _TITLES = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-_INFO = "sandbox.info"
+_INFO: web.RequestKey[dict[str, Any]] = web.RequestKey("sandbox_info", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -111,7 +111,7 @@ async def apply_fault(
 async def bookkeeping(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count DCS/IMS requests by status and keep the recent-requests log."""
     response = await handler(request)
-    info: dict[str, Any] | None = request.get(_INFO)
+    info = request.get(_INFO)
     if info is not None:
         status = "reset" if isinstance(response, DroppedResponse) else str(response.status)
         state = request.app[STATE]

@@ -51,7 +51,7 @@ class SandboxServer:
         )
         await runner.setup()
         site = web.TCPSite(
-            runner, host, port, reuse_address=True, backlog=1024, shutdown_timeout=2.0
+            runner, host, port, reuse_address=True, backlog=1024
         )
         try:
             await site.start()
