@@ -136,7 +136,12 @@ class SchemaStore:
             self._xdm_docs[schema_id] = doc
         if not self._xdm_docs:
             return
-        registry = jsonschema_rs.Registry(list(self._xdm_docs.items()), retriever=_refuse_network)
+        try:
+            registry = jsonschema_rs.Registry(
+                list(self._xdm_docs.items()), retriever=_refuse_network
+            )
+        except Exception as exc:  # jsonschema-rs raises ValueError for an unresolvable $ref
+            raise SchemaLoadError(f"cannot resolve XDM schema references: {exc}") from exc
         self._registry = registry
 
     @property
