@@ -101,6 +101,7 @@ class DecodeError(Exception):
 # --------------------------------------------------------------------------- key normalisation
 
 _MAX_CLEAN_KEYS: Final = 20_000
+_MAX_EPOCH_MS: Final = 253_402_300_800_000  # 10000-01-01T00:00:00Z: beyond, no RFC 3339 instant
 _CLEAN_KEYS: set[str] = set()  # keys seen without whitespace; bounded, a cache only
 _CONTAINERS: Final = frozenset((dict, list))
 
@@ -209,6 +210,14 @@ def _integer(value: Any, path: str, what: str, *, truncate: bool = False) -> int
         if number.is_integer() or (truncate and number == number and abs(number) != float("inf")):
             return int(number)
     raise _bad(path, what, "an integer")
+
+
+def _instant(value: Any, path: str, what: str) -> int:
+    """Epoch milliseconds between 1970 and 9999 (RFC 3339 cannot express more)."""
+    millis = _integer(value, path, what, truncate=True)
+    if not 0 <= millis < _MAX_EPOCH_MS:
+        raise _bad(path, what, "epoch milliseconds between 1970 and 9999")
+    return millis
 
 
 def _optional_text(value: Any) -> str | None:
@@ -357,8 +366,8 @@ def _flat(doc: dict[str, Any], prefix: str) -> CanonicalEvent:
     if type(org_id) is not int:
         org_id = _integer(org_id, f"{prefix}/orgId", "orgId")
     created = doc.get("createdAt")
-    if type(created) is not int:
-        created = _integer(created, f"{prefix}/createdAt", "createdAt", truncate=True)
+    if type(created) is not int or not 0 <= created < _MAX_EPOCH_MS:
+        created = _instant(created, f"{prefix}/createdAt", "createdAt")
     data = _data(doc.get("data"), f"{prefix}/data")
     return CanonicalEvent(
         name, event_id, org_id, created, _optional_text(doc.get("refId")), data, "flat"
@@ -396,13 +405,11 @@ def _wrapped(doc: dict[str, Any], attributes: Any, prefix: str) -> CanonicalEven
         org_id = type_org if type_org is not None else _integer(org_id, f"{apath}/orgId", "orgId")
 
     created = attributes.get("createdAt")
-    if type(created) is not int:
+    if type(created) is not int or not 0 <= created < _MAX_EPOCH_MS:
         if created is None and doc.get("timeStamp") is not None:
-            created = _integer(
-                doc.get("timeStamp"), f"{prefix}/timeStamp", "timeStamp", truncate=True
-            )
+            created = _instant(doc.get("timeStamp"), f"{prefix}/timeStamp", "timeStamp")
         else:
-            created = _integer(created, f"{apath}/createdAt", "createdAt", truncate=True)
+            created = _instant(created, f"{apath}/createdAt", "createdAt")
 
     data = _data(attributes.get("data"), f"{apath}/data")
     return CanonicalEvent(

@@ -1,0 +1,131 @@
+"""Capillary events -> XDM entities: pure, deterministic mappers, one module per event family.
+
+``build_entity(event, family, target, ctx)`` is the one entry point the pipeline uses: it picks
+the mapper for ``(event.name, family)``, adds the deterministic ``_id`` (SPEC 2.5) and prunes
+``null`` and empty values (AEP rejects them, SPEC 2.4). Mappers read only the event and the
+static :class:`MappingContext`: no clock, no cache, no state learned from earlier events, so the
+same event gives the same bytes on any replica, after any restart, in any replay.
+
+Families (one XDM target shape each):
+
+* ``experience_event``: an ExperienceEvent (``_id``, ``timestamp``, ``eventType``, ...);
+* ``profile_customer``, ``profile_points``, ``profile_tier``: profile record fragments, one
+  dataset per attribute family, each write carrying its whole family (SPEC 4).
+
+Adding an event: write its mapper in the family module (``customer``, ``commerce``, ``points``,
+``tier``), register it in that module's ``MAPPERS`` and ``DEFAULT_FAMILIES``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final
+
+from worker.events import CanonicalEvent
+from worker.mapping import commerce, customer, points, tier
+from worker.mapping.context import MAPPING_ERROR_KINDS, Mapper, MappingContext, MappingError
+
+__all__ = [
+    "DEFAULT_FAMILIES",
+    "FAMILIES",
+    "MAPPERS",
+    "MAPPING_ERROR_KINDS",
+    "Mapper",
+    "MappingContext",
+    "MappingError",
+    "build_entity",
+    "prune",
+    "xdm_id",
+]
+
+FAMILIES: Final[tuple[str, ...]] = (
+    "experience_event",
+    "profile_customer",
+    "profile_points",
+    "profile_tier",
+)
+
+_MODULES = (customer, commerce, points, tier)
+
+MAPPERS: dict[tuple[str, str], Mapper] = {}
+DEFAULT_FAMILIES: dict[str, tuple[str, ...]] = {}
+for _module in _MODULES:
+    MAPPERS.update(_module.MAPPERS)
+    DEFAULT_FAMILIES.update(_module.DEFAULT_FAMILIES)
+del _module
+
+
+def xdm_id(event: CanonicalEvent, target: str) -> str:
+    """``sha256("{orgId}|{eventName}|{eventId}|{target}")`` hex (SPEC 2.5).
+
+    Every redelivery or replay of an event to a target gives the same ``_id``; an event fanned
+    out to two targets gets two different ones.
+    """
+    key = f"{event.org_id}|{event.name}|{event.event_id}|{target}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def prune(obj: Any) -> Any:
+    """A copy without ``None``, ``""``, ``{}`` and ``[]``, recursively (containers emptied by
+    pruning go too). ``0``, ``False`` and non-empty strings stay."""
+    kind = type(obj)
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            vkind = type(value)
+            if vkind is dict or vkind is list:
+                value = prune(value)
+                if not value:
+                    continue
+            elif value is None or (vkind is str and not value):
+                continue
+            out[key] = value
+        return out
+    if kind is list:
+        kept: list[Any] = []
+        for value in obj:
+            vkind = type(value)
+            if vkind is dict or vkind is list:
+                value = prune(value)
+                if not value:
+                    continue
+            elif value is None or (vkind is str and not value):
+                continue
+            kept.append(value)
+        return kept
+    return obj
+
+
+def _safe_name(name: str) -> str:
+    return name if len(name) <= 64 and name.isidentifier() else "(unnamed)"
+
+
+def build_entity(
+    event: CanonicalEvent, family: str, target: str, ctx: MappingContext
+) -> dict[str, Any]:
+    """The xdmEntity for ``target`` (a delivery target name): mapper output, ``_id``, pruned.
+
+    Raises :class:`MappingError` (value-free) when the event cannot be mapped.
+    """
+    mapper = MAPPERS.get((event.name, family))
+    if mapper is None:
+        raise MappingError(
+            "no-mapper", "", f"no {family} mapping for event {_safe_name(event.name)}"
+        )
+    try:
+        entity = mapper(event, ctx)
+    except MappingError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        # A mapper bug must not take the stream down: report it (without values) per record.
+        raise MappingError(
+            "mapper-bug",
+            "",
+            f"{type(exc).__name__} in the {family} mapper of {_safe_name(event.name)}",
+        ) from None
+    pruned: dict[str, Any] = prune(entity)
+    if not pruned:
+        raise MappingError("empty-entity", "", "nothing left to send after removing empty values")
+    out: dict[str, Any] = {"_id": xdm_id(event, target)}
+    out.update(pruned)
+    return out
