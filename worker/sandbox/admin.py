@@ -148,7 +148,8 @@ async def records(request: web.Request) -> web.Response:
         return _error(404, f"unknown dataset {dataset_id}")
     limit = _int_param(request, "limit", 100)
     offset = _int_param(request, "offset", 0)
-    return _json(state.store.records(dataset_id, limit, offset))
+    body = state.store.records_json(dataset_id, limit, offset)
+    return web.Response(body=body, content_type="application/json")
 
 
 def _tail(items: Any, limit: int) -> list[Any]:

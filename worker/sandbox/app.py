@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 
 from worker.sandbox.admin import add_admin_routes
-from worker.sandbox.dcs import Rejection
+from worker.sandbox.dcs import Acceptance, Rejection
 from worker.sandbox.faults import RequestFault, Target
 from worker.sandbox.ims import ImsError, expires_in
 from worker.sandbox.keys import STATE
@@ -258,26 +258,28 @@ def _sync_validation_allowed(state: SandboxState) -> bool:
     return True
 
 
-def _record(
-    request: web.Request,
-    inlet_id: str,
-    dataset_id: str,
-    entity: dict[str, Any],
-    header: dict[str, Any],
-    xaction_id: str,
-    now_ms: int,
-) -> dict[str, Any]:
+def _record_base(request: web.Request, inlet_id: str, now_ms: int) -> dict[str, Any]:
+    """The per-request part of every stored record (copied per message, then completed)."""
     return {
-        "xdmEntity": entity,
-        "header": header,
+        "xdmEntity": None,
+        "header": None,
         "receivedTimeMs": now_ms,
-        "xactionId": xaction_id,
+        "xactionId": None,
         "inletId": inlet_id,
-        "datasetId": dataset_id,
+        "datasetId": None,
         "flowIdHeader": request.headers.get("x-adobe-flow-id")
         or request.query.get("x-adobe-flow-id"),
         "sandboxName": request.headers.get("x-sandbox-name"),
     }
+
+
+def _record(base: dict[str, Any], accepted: Acceptance, xaction_id: str) -> bytes:
+    record = base.copy()
+    record["xdmEntity"] = accepted.entity
+    record["header"] = accepted.header
+    record["xactionId"] = xaction_id
+    record["datasetId"] = accepted.dataset_id
+    return orjson.dumps(record)
 
 
 def _batch(
@@ -291,6 +293,7 @@ def _batch(
     check = state.checker.check
     store = state.store
     keep = store.keeps_records
+    base = _record_base(request, inlet_id, now_ms)
     faults = state.faults
     responses: list[dict[str, Any]] = []
     accepted = 0
@@ -317,19 +320,7 @@ def _batch(
             )
             continue
         xaction_id = f"{batch_id}:{index}"
-        record = (
-            _record(
-                request,
-                inlet_id,
-                result.dataset_id,
-                result.entity,
-                result.header,
-                xaction_id,
-                now_ms,
-            )
-            if keep
-            else None
-        )
+        record = _record(base, result, xaction_id) if keep else None
         store.add(result.dataset_id, result.entity.get("_id"), record)
         responses.append({"xactionId": xaction_id})
         accepted += 1
@@ -373,9 +364,7 @@ def _single(
         return problem(result.status, result.message)
     xaction_id = state.xaction_id(now_ms)
     record = (
-        _record(
-            request, inlet_id, result.dataset_id, result.entity, result.header, xaction_id, now_ms
-        )
+        _record(_record_base(request, inlet_id, now_ms), result, xaction_id)
         if state.store.keeps_records
         else None
     )

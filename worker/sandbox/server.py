@@ -50,9 +50,7 @@ class SandboxServer:
             shutdown_timeout=2.0,
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner, host, port, reuse_address=True, backlog=1024
-        )
+        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
         try:
             await site.start()
         except BaseException:

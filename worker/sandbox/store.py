@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-
-import orjson
 
 from worker.sandbox.config import StoreMode
 
@@ -39,6 +38,10 @@ class RecordStore:
     ``jsonl``: the same, and every accepted record appended as one line to a file;
     ``count``: nothing kept, only counts (for benchmarks).
 
+    Records are kept as their JSON bytes, not as object trees: a hundred thousand stored dicts
+    would make Python's cyclic GC rescan them over and over (it tripled the cost per message);
+    bytes are not GC-tracked, and the records endpoint can join them without re-encoding.
+
     ``_id`` bookkeeping keeps one 64-bit hash per distinct ``_id``: enough to count distinct ids
     and duplicates, per dataset and across datasets (the Profile store dedupes across datasets).
     """
@@ -54,7 +57,7 @@ class RecordStore:
         self.max_per_dataset = max_per_dataset
         self.jsonl_path = jsonl_path
         self.track_ids = track_ids
-        self._records: dict[str, deque[dict[str, Any]]] = {}
+        self._records: dict[str, deque[bytes]] = {}
         self._counts: dict[str, DatasetCounts] = {}
         self._all_ids: set[int] = set()
         self._all_duplicates = 0
@@ -71,7 +74,8 @@ class RecordStore:
             found = self._counts[dataset_id] = DatasetCounts()
         return found
 
-    def add(self, dataset_id: str, entity_id: Any, record: dict[str, Any] | None) -> None:
+    def add(self, dataset_id: str, entity_id: Any, record: bytes | None) -> None:
+        """Count an accepted message; keep ``record`` (one JSON object, as bytes)."""
         counts = self.counts(dataset_id)
         counts.accepted += 1
         if self.track_ids and isinstance(entity_id, str):
@@ -101,7 +105,7 @@ class RecordStore:
             if self._file is None:
                 self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.jsonl_path.open("ab")
-            self._file.write(orjson.dumps({"datasetId": dataset_id, **record}) + b"\n")
+            self._file.write(record + b"\n")
             self._pending = True
 
     def reject(self, dataset_id: str) -> None:
@@ -112,12 +116,17 @@ class RecordStore:
             self._file.flush()
             self._pending = False
 
-    def records(self, dataset_id: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    def records(self, dataset_id: str, limit: int, offset: int = 0) -> list[bytes]:
+        """Kept records (JSON objects as bytes), oldest first."""
         kept = self._records.get(dataset_id)
         if not kept:
             return []
         end = min(len(kept), offset + limit)
-        return [kept[i] for i in range(offset, end)]
+        return list(itertools.islice(kept, offset, end))
+
+    def records_json(self, dataset_id: str, limit: int, offset: int = 0) -> bytes:
+        """The same as one JSON array, without decoding anything."""
+        return b"[" + b",".join(self.records(dataset_id, limit, offset)) + b"]"
 
     def stats(self) -> dict[str, Any]:
         return {
