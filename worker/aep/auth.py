@@ -171,6 +171,8 @@ class TokenProvider:
         if token is not None and now < self._expires_at:
             if now >= self._refresh_at and self._inflight is None:
                 # Ahead of expiry: refresh in the background, keep serving the current token.
+                # After a failed one, wait a while before the next (not one per request).
+                self._refresh_at = now + min(30.0, max(1.0, (self._expires_at - now) / 4))
                 self._start_refresh(background=True)
             return token
         task = self._inflight or self._start_refresh(background=False)
