@@ -70,30 +70,50 @@ def prune(obj: Any) -> Any:
     pruning go too). ``0``, ``False`` and non-empty strings stay."""
     kind = type(obj)
     if kind is dict:
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            vkind = type(value)
-            if vkind is dict or vkind is list:
-                value = prune(value)
-                if not value:
-                    continue
-            elif value is None or (vkind is str and not value):
-                continue
-            out[key] = value
-        return out
+        return _prune_dict(obj)
     if kind is list:
-        kept: list[Any] = []
-        for value in obj:
-            vkind = type(value)
-            if vkind is dict or vkind is list:
-                value = prune(value)
-                if not value:
-                    continue
-            elif value is None or (vkind is str and not value):
-                continue
-            kept.append(value)
-        return kept
+        return _prune_list(obj)
     return obj
+
+
+def _prune_dict(obj: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is dict:
+            value = _prune_dict(value)
+            if not value:
+                continue
+        elif kind is list:
+            value = _prune_list(value)
+            if not value:
+                continue
+        elif kind is str and not value:
+            continue
+        out[key] = value
+    return out
+
+
+def _prune_list(obj: list[Any]) -> list[Any]:
+    kept: list[Any] = []
+    for value in obj:
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is dict:
+            value = _prune_dict(value)
+            if not value:
+                continue
+        elif kind is list:
+            value = _prune_list(value)
+            if not value:
+                continue
+        elif kind is str and not value:
+            continue
+        kept.append(value)
+    return kept
 
 
 def _safe_name(name: str) -> str:
@@ -123,7 +143,7 @@ def build_entity(
             "",
             f"{type(exc).__name__} in the {family} mapper of {_safe_name(event.name)}",
         ) from None
-    pruned: dict[str, Any] = prune(entity)
+    pruned = _prune_dict(entity)
     if not pruned:
         raise MappingError("empty-entity", "", "nothing left to send after removing empty values")
     out: dict[str, Any] = {"_id": xdm_id(event, target)}

@@ -8,12 +8,12 @@ mappers put the result in the entity as is and ``prune`` removes the ``None`` af
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+import time
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 from worker.mapping.context import MappingContext, MappingError
 
-_EPOCH: Final = datetime(1970, 1, 1)  # naive UTC
 _UTC: Final = UTC
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_EPOCH_MS: Final = 253_402_300_800_000  # 10000-01-01T00:00:00Z
@@ -83,7 +83,8 @@ def rfc3339_ms(epoch_ms: int) -> str:
 
     For instants known to be in range (``CanonicalEvent.created_at_ms`` is checked by decode).
     """
-    return (_EPOCH + timedelta(milliseconds=epoch_ms)).isoformat(timespec="milliseconds") + "Z"
+    seconds, millis = divmod(epoch_ms, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
 
 
 def _from_ms(epoch_ms: int) -> str | None:

@@ -21,19 +21,25 @@ def customer_id(event: CanonicalEvent) -> str:
     return found
 
 
+def _instore(event: CanonicalEvent) -> dict[str, Any]:
+    return obj(obj(event.data.get("customerIdentifiers")).get("instore"))
+
+
 def email(event: CanonicalEvent) -> str | None:
     """``customerIdentifiers.instore.email`` (stripped, lower-cased), when enrichment sent it."""
-    instore = obj(obj(event.data.get("customerIdentifiers")).get("instore"))
-    found = text(instore.get("email"))
-    if found is None or "@" not in found:
-        return None
-    return found.lower()
+    return _email(_instore(event))
 
 
 def mobile(event: CanonicalEvent) -> str | None:
     """``customerIdentifiers.instore.mobile`` as sent (digits, often with the country code)."""
-    instore = obj(obj(event.data.get("customerIdentifiers")).get("instore"))
-    return text(instore.get("mobile"))
+    return text(_instore(event).get("mobile"))
+
+
+def _email(instore: dict[str, Any]) -> str | None:
+    found = text(instore.get("email"))
+    if found is None or "@" not in found:
+        return None
+    return found.lower()
 
 
 def identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[str, Any]:
@@ -46,9 +52,12 @@ def identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[s
             {"id": cid, "primary": True, "authenticatedState": "authenticated"}
         ]
     }
+    instore = _instore(event)
+    if not instore:
+        return idmap
     for namespace, value in (
-        (ctx.email_namespace, email(event)),
-        (ctx.phone_namespace, mobile(event)),
+        (ctx.email_namespace, _email(instore)),
+        (ctx.phone_namespace, text(instore.get("mobile"))),
     ):
         if value is not None:
             idmap.setdefault(namespace, []).append(
