@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 import structlog
+from aiohttp import web
 from pydantic import SecretStr
 
 from tests.fixtures.sandbox import SandboxHandle
 from worker.aep.auth import ImsConfigError, ImsUnavailable, TokenProvider
 from worker.aep.client import DcsClient, HttpSettings, batch_url, inlet_id, make_session, single_url
 from worker.aep.responses import ItemKind, Kind, Transport, classify
+from worker.sandbox.app import build_app
+from worker.sandbox.config import SandboxConfig
+from worker.sandbox.state import SandboxState
 
 pytestmark = pytest.mark.integration
 
@@ -381,3 +389,60 @@ async def test_client_owning_its_session(sandbox: SandboxHandle) -> None:
     finally:
         await client.close()
     assert client.session.closed
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_extra_ca_bundle_for_tls(tmp_path: Path) -> None:
+    """The sandbox app behind TLS with a private CA: refused by default, accepted with
+    `ca_bundle` (e.g. a corporate proxy's CA)."""
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    runner = web.AppRunner(build_app(SandboxState(SandboxConfig())), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"https://127.0.0.1:{port}/collection/open-inlet"
+    try:
+        plain = DcsClient.create(HttpSettings())
+        trusted = DcsClient.create(HttpSettings(ca_bundle=str(cert)))
+        try:
+            r = await plain.post_batch(url, body_of(message(1)))
+            assert r.status is None and r.transport is Transport.CONNECTION
+            assert "certificate" in r.detail.lower()
+            r = await trusted.post_batch(url, body_of(message(1)))
+            assert r.status == 207
+        finally:
+            await plain.close()
+            await trusted.close()
+    finally:
+        await runner.cleanup()

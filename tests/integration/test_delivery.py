@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import structlog
 from pydantic import SecretStr
 
 from tests.fixtures.sandbox import SandboxHandle
@@ -426,3 +427,29 @@ async def test_random_faults_everything_delivered_exactly_once(env: Env) -> None
     assert list(env.sink.rejected) == [13]
     assert env.sb.accepted() == 39
     assert env.sink.blocks == []
+
+
+async def test_errors_are_logged_with_ids_and_without_contents(env: Env) -> None:
+    env.sb.set_faults(
+        next=[{"status": 503}],
+        message_faults=[{"contains": marker(2), "status": 500}],
+    )
+    payloads = [message(i) for i in range(4)]
+    payloads[1] = message(1, eventType=None)
+    with structlog.testing.capture_logs() as logs:
+        await env.deliver(make_batch(list(range(4)), payloads))
+    token = await env.tokens.get()
+    env.sink.check(list(range(4)))
+    by_event: dict[str, list[MutableMapping[str, Any]]] = {}
+    for entry in logs:
+        by_event.setdefault(entry["event"], []).append(entry)
+    retry = by_event["dcs.retryable"][0]
+    assert retry["status"] == 503 and retry["inlet"] == "capillary-inlet" and retry["n"] == 4
+    partial = by_event["dcs.partial_failure"][0]
+    assert partial["batch_id"] and partial["status"] == 207
+    assert (partial["accepted"], partial["rejected"], partial["server_error"]) == (2, 1, 1)
+    assert by_event["dcs.message_server_error"][0]["action"] == "reject"
+    text = repr(logs)
+    assert token not in text and env.sb.client_secret not in text
+    for i in range(4):  # no message contents: neither ids nor identities
+        assert f"{i:064x}" not in text and str(1000 + i) not in text

@@ -711,3 +711,31 @@ def test_every_item_reported_exactly_once(script: list[str], n: int, bad: set[in
         assert (status is not None and 400 <= status < 500) or status == 500
     assert len(sink.blocks) % 2 == 0  # every blocked(reason) was followed by blocked(None)
     assert d.blocked_deliveries == 0
+
+
+def test_policy_from_settings_and_validation() -> None:
+    from worker.config import DeliverySettings
+
+    p = DeliveryPolicy.from_settings(DeliverySettings(max_retries=5, blocked_probe_interval_s=7))
+    assert p.max_retries == 5 and p.blocked_probe_interval == 7 and p.server_error_retries == 3
+    with pytest.raises(ValueError, match="blocked_probe_interval"):
+        DeliveryPolicy(blocked_probe_interval=0)
+    with pytest.raises(ValueError, match="max_retries"):
+        DeliveryPolicy(max_retries=-1)
+
+
+def test_token_provider_from_settings_never_shows_the_secret(tmp_path: Any) -> None:
+    from pydantic import SecretStr
+
+    from worker.aep.auth import ImsConfigError, TokenProvider
+    from worker.config import AepSettings
+
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cr3t-value\n")
+    aep = AepSettings(client_id="cid", client_secret_file=secret_file, org_id="X@AdobeOrg")
+    tp = TokenProvider.from_settings(aep)
+    assert tp.client_id == "cid" and tp.ims_url.endswith("/ims/token/v3")
+    assert tp._secret_value() == "s3cr3t-value"  # read from the file at request time
+    assert "s3cr3t" not in repr(tp)
+    with pytest.raises(ImsConfigError, match="client_id"):
+        TokenProvider.from_settings(AepSettings(client_secret=SecretStr("x"), org_id="X@AdobeOrg"))

@@ -42,7 +42,12 @@ __all__ = [
     "TokenProvider",
 ]
 
-log = structlog.get_logger("worker.aep.auth")
+
+def _log() -> Any:
+    """A fresh proxy per call: never cached, so `structlog.testing.capture_logs` works
+    even after `worker.logs.configure` (cache_logger_on_first_use) ran in-process."""
+    return structlog.get_logger("worker.aep.auth")
+
 
 SecretSource = SecretStr | Callable[[], str | SecretStr | None]
 """The client secret, or a callable read on every token request (e.g. a mounted file)."""
@@ -156,6 +161,25 @@ class TokenProvider:
         self.invalidations = 0
         """Tokens dropped after a 401/403 from DCS."""
 
+    @classmethod
+    def from_settings(
+        cls, aep: Any, session: aiohttp.ClientSession | None = None, **kw: Any
+    ) -> TokenProvider:
+        """From `worker.config.AepSettings` (duck-typed). The secret is read through
+        `aep.secret_value()` on every token request, so a rotated secret file is picked up."""
+        if not aep.client_id:
+            raise ImsConfigError(
+                "aep.client_id is not set", setting="client_id", error=None, status=None
+            )
+        return cls(
+            ims_url=aep.ims_url,
+            client_id=aep.client_id,
+            client_secret=aep.secret_value,
+            scope=aep.scopes,
+            session=session,
+            **kw,
+        )
+
     def __repr__(self) -> str:
         state = "cached" if self._token else "none"
         return (
@@ -194,7 +218,7 @@ class TokenProvider:
         self._token = None
         self._expires_at = self._refresh_at = 0.0
         self.invalidations += 1
-        log.info("ims.token.invalidated", ims_url=self.ims_url)
+        _log().info("ims.token.invalidated", ims_url=self.ims_url)
         return True
 
     @property
@@ -225,7 +249,7 @@ class TokenProvider:
                 return
             exc = t.exception()  # marks it retrieved
             if exc is not None and background:
-                log.warning(
+                _log().warning(
                     "ims.token.background_refresh_failed",
                     ims_url=self.ims_url,
                     error=str(exc),
@@ -245,7 +269,7 @@ class TokenProvider:
                     self.config_errors += 1
                     raise
                 reloaded = True
-                log.warning("ims.token.reloading_secret", ims_url=self.ims_url)
+                _log().warning("ims.token.reloading_secret", ims_url=self.ims_url)
                 res = self._reload_secret()
                 if inspect.isawaitable(res):
                     await res
@@ -256,7 +280,9 @@ class TokenProvider:
             # Treat the token as expired slightly early (requests in flight, clock skew).
             self._expires_at = now + lifetime - min(30.0, lifetime * 0.1)
             self.refreshes += 1
-            log.info("ims.token.refreshed", ims_url=self.ims_url, expires_in_s=round(lifetime, 3))
+            _log().info(
+                "ims.token.refreshed", ims_url=self.ims_url, expires_in_s=round(lifetime, 3)
+            )
             return token
 
     def _delay(self, attempt: int) -> float:
@@ -274,7 +300,7 @@ class TokenProvider:
                 if attempt == self._max_attempts:
                     break
                 delay = self._delay(attempt)
-                log.warning(
+                _log().warning(
                     "ims.token.retry",
                     ims_url=self.ims_url,
                     attempt=attempt,
@@ -351,7 +377,7 @@ class TokenProvider:
             f"{': ' + desc if desc else ''}); check {_SETTING_NAMES[setting]}"
             f" (client_id={self.client_id!r}, ims_url={self.ims_url!r})"
         )
-        log.error(
+        _log().error(
             "ims.token.config_error",
             ims_url=self.ims_url,
             status=status,

@@ -31,7 +31,11 @@ __all__ = [
     "single_url",
 ]
 
-log = structlog.get_logger("worker.aep.client")
+
+def _log() -> Any:
+    """A fresh proxy per call: never cached, so `structlog.testing.capture_logs` works
+    even after `worker.logs.configure` (cache_logger_on_first_use) ran in-process."""
+    return structlog.get_logger("worker.aep.client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +267,7 @@ class DcsClient:
     def _failed(self, kind: Transport, detail: str, started: float, url: str) -> DcsResponse:
         self.transport_errors += 1
         elapsed = time.monotonic() - started
-        log.debug("dcs.transport_error", cause=kind.value, detail=detail, url=url)
+        _log().debug("dcs.transport_error", cause=kind.value, detail=detail, url=url)
         return DcsResponse(None, transport=kind, detail=detail, elapsed=elapsed)
 
 

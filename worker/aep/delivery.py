@@ -54,7 +54,12 @@ __all__ = [
     "InletHealth",
 ]
 
-log = structlog.get_logger("worker.aep.delivery")
+
+def _log() -> Any:
+    """A fresh proxy per call: never cached, so `structlog.testing.capture_logs` works
+    even after `worker.logs.configure` (cache_logger_on_first_use) ran in-process."""
+    return structlog.get_logger("worker.aep.delivery")
+
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -102,6 +107,36 @@ class DeliveryPolicy:
     """Retries of a (sub-)batch answered 500 before splitting it."""
     blocked_probe_interval: float = 30.0
     request_timeout: float | None = 30.0
+
+    def __post_init__(self) -> None:
+        problems = [
+            name
+            for name, ok in (
+                ("max_retries", self.max_retries is None or self.max_retries >= 0),
+                ("base_delay", self.base_delay >= 0),
+                ("max_delay", self.max_delay >= 0),
+                ("retry_after_cap", self.retry_after_cap >= 0),
+                ("server_error_retries", self.server_error_retries >= 0),
+                ("blocked_probe_interval", self.blocked_probe_interval > 0),
+                ("request_timeout", self.request_timeout is None or self.request_timeout > 0),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError(f"DeliveryPolicy: invalid {', '.join(problems)}")
+
+    @classmethod
+    def from_settings(cls, s: Any) -> DeliveryPolicy:
+        """From `worker.config.DeliverySettings` (duck-typed: this module does not import it)."""
+        return cls(
+            max_retries=s.max_retries,
+            base_delay=s.base_delay_s,
+            max_delay=s.max_delay_s,
+            retry_after_cap=s.retry_after_cap_s,
+            server_error_retries=s.server_error_retries,
+            blocked_probe_interval=s.blocked_probe_interval_s,
+            request_timeout=s.request_timeout_s,
+        )
 
     def backoff(self, attempt: int, rng: Callable[[], float]) -> float:
         """Full-jitter exponential backoff (as `backoff.expo` + `backoff.full_jitter`)."""
@@ -252,7 +287,7 @@ class Deliverer(Generic[T]):
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a client bug must not lose the batch: treat as transient
-            log.exception("dcs.client_failed", inlet=d.inlet, n=len(batch.items))
+            _log().exception("dcs.client_failed", inlet=d.inlet, n=len(batch.items))
             resp = DcsResponse(None, transport=Transport.OTHER, detail=type(e).__name__)
         return classify(resp, len(batch.items), retry_after_cap=self.policy.retry_after_cap)
 
@@ -289,7 +324,7 @@ class Deliverer(Generic[T]):
         counts = outcome.counts()
         if outcome.anomaly or retry_idx or s500_idx or counts["rejected"]:
             event = "dcs.partial_failure"
-            log.warning(
+            _log().warning(
                 event,
                 inlet=d.inlet,
                 key=unit.batch.key,
@@ -375,7 +410,7 @@ class Deliverer(Generic[T]):
             )
             return
         if n >= 2:
-            log.warning(
+            _log().warning(
                 "dcs.isolating_server_error",
                 inlet=d.inlet,
                 key=unit.batch.key,
@@ -387,7 +422,7 @@ class Deliverer(Generic[T]):
             return
         mark = d.first_500_mark if d.first_500_mark is not None else self.health.mark(d.url)
         if self.health.mark(d.url) > mark:
-            log.warning(
+            _log().warning(
                 "dcs.message_server_error",
                 inlet=d.inlet,
                 key=unit.batch.key,
@@ -427,7 +462,7 @@ class Deliverer(Generic[T]):
 
     def _block(self, d: _Delivery, reason: str, outcome: Outcome | None, unit: _Unit[T]) -> None:
         if d.blocked_reason != reason:
-            log.error(
+            _log().error(
                 "dcs.blocked",
                 inlet=d.inlet,
                 key=unit.batch.key,
@@ -449,7 +484,7 @@ class Deliverer(Generic[T]):
     def _unblock(self, d: _Delivery) -> None:
         if not d.blocked:
             return
-        log.info("dcs.unblocked", inlet=d.inlet, was=d.blocked_reason)
+        _log().info("dcs.unblocked", inlet=d.inlet, was=d.blocked_reason)
         d.blocked = False
         d.blocked_reason = None
         self._blocked -= 1
@@ -459,7 +494,7 @@ class Deliverer(Generic[T]):
     def _log_error(
         self, d: _Delivery, unit: _Unit[T], outcome: Outcome, event: str, **extra: Any
     ) -> None:
-        log.warning(
+        _log().warning(
             event,
             inlet=d.inlet,
             key=unit.batch.key,
