@@ -304,7 +304,7 @@ def _framed_error(value: bytes) -> DecodeError:
 
 
 def _load(value: bytes) -> Any:
-    if not value or not value.strip():
+    if not value:
         raise DecodeError("empty", "", "message value is empty")
     if value[0] == 0:
         if len(value) >= 5:
@@ -313,6 +313,8 @@ def _load(value: bytes) -> Any:
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
+        if not value.strip():
+            raise DecodeError("empty", "", "message value is empty") from None
         if value.startswith(_BOM):
             return _load(value[len(_BOM) :])
         raise _parse_failure(value, exc) from None
