@@ -24,7 +24,15 @@ from typing import Any
 
 from worker.events import CanonicalEvent
 from worker.mapping.context import Mapper, MappingContext, MappingError
-from worker.mapping.convert import currency, id_text, number, obj, required_instant, text
+from worker.mapping.convert import (
+    currency,
+    id_int,
+    id_text,
+    number,
+    obj,
+    required_instant,
+    text,
+)
 from worker.mapping.identity import customer_id, event_details, identity_map
 
 PURCHASE = "commerce.purchases"
@@ -57,9 +65,7 @@ def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, A
     details["transactionId"] = transaction_id
     details["billNumber"] = bill_number
     details["billType"] = bill_type
-    details["lineItemCount"] = (
-        data.get("lineItemCount") if type(data.get("lineItemCount")) is int else None
-    )
+    details["lineItemCount"] = id_int(data.get("lineItemCount"))
     details["grossAmount"] = number(data.get("grossAmount"))
     details["deliveryStatus"] = text(data.get("deliveryStatus"))
     details["storeExternalId"] = text(store.get("externalId"))
