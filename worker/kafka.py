@@ -189,7 +189,10 @@ class ConsumerOwner:
 
     @staticmethod
     def _commit_now(consumer: Consumer, offsets: dict[TP, tuple[int, str]]) -> None:
-        tps = [TopicPartition(t, p, o, metadata=m or None) for (t, p), (o, m) in offsets.items()]
+        tps = [
+            TopicPartition(t, p, o, metadata=m) if m else TopicPartition(t, p, o)
+            for (t, p), (o, m) in offsets.items()
+        ]
         consumer.commit(offsets=tps, asynchronous=False)
 
     # -- API for the single driving coroutine ------------------------------------------------

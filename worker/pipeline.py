@@ -528,33 +528,41 @@ class Pipeline:
 
     # -- the driving coroutine -------------------------------------------------------------------
 
+    async def _apply_seeks(self) -> None:
+        while self._seek_requests:
+            tp, policy = self._seek_requests.pop()
+            low, high = (await self.consumer.watermarks([tp]))[tp]
+            await self.consumer.seek(tp, low if policy == "earliest" else high)
+            self._generations += 1  # offsets restart lower: track them afresh
+            self.tracker.assign(tp, self._generations)
+            log.warning("offset_reset_by_policy", topic=tp[0], partition=tp[1], policy=policy)
+
     async def run(self) -> None:
         k = self.settings.kafka
         await self.consumer.subscribe()
         loop = asyncio.get_running_loop()
         next_commit = loop.time() + k.commit_interval_s
-        while not self._stop.is_set():
-            await self._reconcile_pause()
-            msgs = await self.consumer.consume(k.consume_batch_size, k.consume_timeout_s)
-            self.health.polled()
-            if msgs:
-                self._process(msgs)
-            for batch in self.batcher.due():
-                self._enqueue(batch)
-            self._backpressure()
-            while self._seek_requests:
-                tp, policy = self._seek_requests.pop()
-                low, high = (await self.consumer.watermarks([tp]))[tp]
-                await self.consumer.seek(tp, low if policy == "earliest" else high)
-                self._generations += 1  # offsets restart lower: track them afresh
-                self.tracker.assign(tp, self._generations)
-                log.warning("offset_reset_by_policy", topic=tp[0], partition=tp[1], policy=policy)
-            if loop.time() >= next_commit:
-                await self.commit()
-                next_commit = loop.time() + k.commit_interval_s
-                if self.exit_when_drained and await self.drained():
-                    log.info("drained")
-                    self._stop.set()
+        try:
+            while not self._stop.is_set():
+                await self._reconcile_pause()
+                msgs = await self.consumer.consume(k.consume_batch_size, k.consume_timeout_s)
+                self.health.polled()
+                if msgs:
+                    self._process(msgs)
+                for batch in self.batcher.due():
+                    self._enqueue(batch)
+                self._backpressure()
+                if self._seek_requests:
+                    await self._apply_seeks()
+                if loop.time() >= next_commit:
+                    await self.commit()
+                    next_commit = loop.time() + k.commit_interval_s
+                    if self.exit_when_drained and await self.drained():
+                        log.info("drained")
+                        self._stop.set()
+        except Exception as exc:  # never leave without draining and committing what finished
+            log.exception("pipeline_failed")
+            self.fatal = f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
         await self.shutdown()
 
     async def shutdown(self) -> None:
