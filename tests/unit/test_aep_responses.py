@@ -739,3 +739,26 @@ def test_token_provider_from_settings_never_shows_the_secret(tmp_path: Any) -> N
     assert "s3cr3t" not in repr(tp)
     with pytest.raises(ImsConfigError, match="client_id"):
         TokenProvider.from_settings(AepSettings(client_secret=SecretStr("x"), org_id="X@AdobeOrg"))
+
+
+async def test_max_retries_applies_to_per_message_retries_too() -> None:
+    policy = DeliveryPolicy(max_retries=1, base_delay=0.01, blocked_probe_interval=2.0)
+
+    def rule(call: int, msgs: list[tuple[int, bool]]) -> DcsResponse:
+        return resp(
+            207,
+            {
+                "responses": [
+                    {"statusCode": 503} if b and call <= 4 else {"xactionId": str(i)}
+                    for i, b in msgs
+                ]
+            },
+        )
+
+    d, sink, _ = deliverer(rule, policy)
+    await d.deliver(URL, make_batch(3, bad={1}))
+    assert sorted(sink.accepted) == [0, 1, 2] and sink.rejected == []
+    # 4 answers with a 503 for item 1: one backoff, then blocked probes.
+    assert [c for c, _ in sink.waits] == ["per-message-retryable"] * 4
+    assert [w for _, w in sink.waits][1:] == [2.0, 2.0, 2.0]
+    assert sink.blocks[0] is not None and sink.blocks[-1] is None

@@ -353,25 +353,20 @@ class Deliverer(Generic[T]):
             )
             self._on_server_error(d, sub, outcome.batch_id, reason, stack)
         if retry_idx:
-            attempts = unit.attempts + 1
-            self.retries += 1
-            delay = (
-                outcome.retry_after
-                if outcome.retry_after is not None
-                else self.policy.backoff(attempts, self._rng)
-            )
-            stack.append(
-                _Unit(
-                    unit.batch.subset(retry_idx),
-                    delay=delay,
-                    cause="per-message-retryable",
-                    attempts=attempts,
-                )
-            )
+            sub = _Unit(unit.batch.subset(retry_idx), attempts=unit.attempts)
+            self._on_retryable(d, sub, outcome, stack, cause="per-message-retryable")
 
     def _on_retryable(
-        self, d: _Delivery, unit: _Unit[T], outcome: Outcome, stack: list[_Unit[T]]
+        self,
+        d: _Delivery,
+        unit: _Unit[T],
+        outcome: Outcome,
+        stack: list[_Unit[T]],
+        cause: str | None = None,
     ) -> None:
+        """Back off and resend `unit` (the whole request failed, or `cause` names which
+        per-message failure); after `max_retries` in a row, block and probe instead."""
+        cause = cause or outcome.cause
         unit.attempts += 1
         self.retries += 1
         limit = self.policy.max_retries
@@ -382,15 +377,16 @@ class Deliverer(Generic[T]):
             )
             self._block(d, reason, outcome, unit)
             delay = max(self.policy.blocked_probe_interval, outcome.retry_after or 0.0)
-            stack.append(self._again(unit, delay, outcome.cause))
+            stack.append(self._again(unit, delay, cause))
             return
         delay = (
             outcome.retry_after
             if outcome.retry_after is not None
             else self.policy.backoff(unit.attempts, self._rng)
         )
-        self._log_error(d, unit, outcome, "dcs.retryable", delay_s=round(delay, 3))
-        stack.append(self._again(unit, delay, outcome.cause))
+        if outcome.kind is not Kind.RESULTS:  # a 207's failures are logged as partial_failure
+            self._log_error(d, unit, outcome, "dcs.retryable", delay_s=round(delay, 3))
+        stack.append(self._again(unit, delay, cause))
 
     def _on_server_error(
         self,
