@@ -507,3 +507,61 @@ def test_transaction_property_valid_xdm(
     assert store.xdm(EVENT_SCHEMA).violations(result) == []
     assert result["identityMap"]["CapillaryCustomerId"][0]["id"] == str(customer)
     assert orjson.dumps(result) == orjson.dumps(entity(event, "experience_event"))
+
+
+_json_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["", " ", "2024-07-08", "2024-07-08T10:00:00", "RETURN", "x@example.com"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.extend(_paths(value, (*prefix, key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out.extend(_paths(value, (*prefix, index)))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_schema_valid_input_always_maps_to_valid_xdm(store: SchemaStore, data: Any) -> None:
+    """The contract between the input schemas and the mappers: whatever passes the Capillary
+    schema maps to an entity the XDM schema accepts (or a MappingError, never a crash)."""
+    path = data.draw(st.sampled_from(VALID), label="fixture")
+    event = decode(path.read_bytes())
+    mutated = copy.deepcopy(event.data)
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        where = data.draw(st.sampled_from(_paths(mutated)), label="path")
+        parent: Any = mutated
+        for step in where[:-1]:
+            parent = parent[step]
+        parent[where[-1]] = data.draw(_json_value, label="value")
+    validator = store.capillary(event.name)
+    assert validator is not None
+    if not validator.is_valid(mutated):
+        return
+    changed = CanonicalEvent(
+        event.name, event.event_id, event.org_id, event.created_at_ms, event.ref_id, mutated,
+        event.envelope,
+    )  # fmt: skip
+    for name, family in MAPPERS:
+        if name != event.name:
+            continue
+        try:
+            result = entity(changed, family)
+        except MappingError as err:
+            assert err.kind in MAPPING_ERROR_KINDS and err.kind != "mapper-bug"
+            continue
+        assert store.xdm(schema_for(family)).violations(result) == [], (family, mutated)
