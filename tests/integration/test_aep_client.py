@@ -446,3 +446,11 @@ async def test_extra_ca_bundle_for_tls(tmp_path: Path) -> None:
             await trusted.close()
     finally:
         await runner.cleanup()
+
+
+async def test_bad_inlet_url_is_a_config_outcome(session: aiohttp.ClientSession) -> None:
+    client = DcsClient(session)
+    for url in ("http://127.0.0.1:9/not-an-inlet", "http://[bad/collection/x"):
+        r = await client.post_batch(url, body_of(message(1)))
+        assert r.status is None and r.transport is Transport.INVALID_URL, url
+        assert classify(r, 1).kind is Kind.CONFIG

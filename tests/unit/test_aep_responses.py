@@ -256,6 +256,7 @@ def test_reason_is_truncated() -> None:
         (Transport.IMS_UNAVAILABLE, Kind.RETRYABLE),
         (Transport.OTHER, Kind.RETRYABLE),
         (Transport.IMS_CONFIG, Kind.CONFIG),
+        (Transport.INVALID_URL, Kind.CONFIG),
     ],
 )
 def test_transport_failures(transport: Transport, kind: Kind) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -185,7 +185,7 @@ class DcsClient:
         request_timeout: float | None = None,
     ) -> DcsResponse:
         """POST a `{"messages": [...]}` body to the inlet's batch endpoint."""
-        return await self._post(batch_url(url), body, extra_headers, authenticated, request_timeout)
+        return await self._post(batch_url, url, body, extra_headers, authenticated, request_timeout)
 
     async def post_single(
         self,
@@ -198,18 +198,23 @@ class DcsClient:
     ) -> DcsResponse:
         """POST one message to the inlet's single-message endpoint."""
         return await self._post(
-            single_url(url), body, extra_headers, authenticated, request_timeout
+            single_url, url, body, extra_headers, authenticated, request_timeout
         )
 
     async def _post(
         self,
-        url: str,
+        endpoint: Callable[[str], str],
+        inlet_url: str,
         body: bytes,
         extra_headers: Mapping[str, str] | None,
         authenticated: bool | None,
         request_timeout: float | None,
     ) -> DcsResponse:
         started = time.monotonic()
+        try:
+            url = endpoint(inlet_url)
+        except ValueError as e:
+            return DcsResponse(None, transport=Transport.INVALID_URL, detail=str(e))
         headers = {"Content-Type": "application/json"}
         if self.flow_id:
             headers["x-adobe-flow-id"] = self.flow_id
@@ -250,6 +255,8 @@ class DcsClient:
                 status = resp.status
         except TimeoutError:
             return self._failed(Transport.TIMEOUT, "request timed out", started, url)
+        except aiohttp.InvalidURL as e:
+            return self._failed(Transport.INVALID_URL, _describe(e), started, url)
         except (
             aiohttp.ClientConnectionError,
             aiohttp.ClientPayloadError,

@@ -11,7 +11,7 @@ Request level (`Outcome.kind`; the full table with what the deliverer does is in
     408, 429, 502, 503, 504, other 5xx, 1xx ...... RETRYABLE (backoff, Retry-After honoured)
     500 .......................................... SERVER_ERROR (retry, then split to isolate)
     no answer (timeout, connection, IMS down) .... RETRYABLE
-    IMS configuration error ...................... CONFIG
+    IMS configuration error, invalid inlet URL ... CONFIG
 
 Per message (`ItemResult.kind`), by position in `responses`:
 
@@ -62,6 +62,7 @@ class Transport(StrEnum):
     CONNECTION = "connection"
     IMS_UNAVAILABLE = "ims-unavailable"
     IMS_CONFIG = "ims-config"
+    INVALID_URL = "invalid-url"
     OTHER = "client-error"
 
 
@@ -327,6 +328,7 @@ _TRANSPORT_KIND = {
     Transport.IMS_UNAVAILABLE: Kind.RETRYABLE,
     Transport.OTHER: Kind.RETRYABLE,
     Transport.IMS_CONFIG: Kind.CONFIG,
+    Transport.INVALID_URL: Kind.CONFIG,
 }
 
 
