@@ -50,6 +50,7 @@ __all__ = [
     "Transport",
     "classify",
     "parse_retry_after",
+    "request_kind",
 ]
 
 REASON_MAX = 300
