@@ -213,14 +213,18 @@ def main() -> int:
         reasons = _dlq_reasons(bootstrap, dlq)
 
         _step("summary")
-        print(f"    consumed            {summary['consumed']:>10.0f}")
-        print(f"    delivered           {summary['delivered']:>10.0f}   {summary['delivered_by_target']}")
-        print(f"    dead-lettered       {summary['dead_lettered']:>10.0f}   {reasons}")
-        print(f"    filtered            {summary['filtered']:>10.0f}")
-        print(f"    retries             {summary['retries']:>10.0f}   {summary['retries_by_cause']}")
-        print(f"    AEP requests        {summary['requests']:>10.0f}")
-        print(f"    wall time           {summary['seconds']:>10.1f} s")
-        print(f"    throughput          {summary['delivered_per_s']:>10.0f} delivered/s")
+        rows = [
+            ("consumed", summary["consumed"], ""),
+            ("delivered", summary["delivered"], summary["delivered_by_target"]),
+            ("dead-lettered", summary["dead_lettered"], reasons),
+            ("filtered", summary["filtered"], ""),
+            ("retries", summary["retries"], summary["retries_by_cause"]),
+            ("AEP requests", summary["requests"], ""),
+            ("wall time (s)", summary["seconds"], "including the group join"),
+            ("delivered/s", summary["delivered_per_s"], ""),
+        ]
+        for label, value, detail in rows:
+            print(f"    {label:<18}{value:>10.0f}   {detail or ''}")
         accepted = {
             ds: v.get("accepted", v) if isinstance(v, dict) else v
             for ds, v in (stats.get("datasets") or {}).items()
