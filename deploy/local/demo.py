@@ -99,9 +99,23 @@ def _start_sandbox(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     ready = workdir / "sandbox.url"
     log = (workdir / "sandbox.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "sandbox", "--port", "0", "--ready-file", str(ready),
-         "--store", "memory", "--max-records", "10"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "sandbox",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+            "--store",
+            "memory",
+            "--max-records",
+            "10",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -117,16 +131,19 @@ def _start_sandbox(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 def _create_topics(bootstrap: str, topic: str, partitions: int, dlq: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1),
-         NewTopic(dlq, num_partitions=1, replication_factor=1)]
+        [
+            NewTopic(topic, num_partitions=partitions, replication_factor=1),
+            NewTopic(dlq, num_partitions=1, replication_factor=1),
+        ]
     )
     for fut in futures.values():
         fut.result(30)
 
 
 def _produce(bootstrap: str, topic: str, count: int, invalid_share: float) -> dict[str, int]:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "compression.type": "zstd"})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "zstd"}
+    )
     kinds: collections.Counter[str] = collections.Counter()
     for sample in generate_samples(count, seed=7, invalid_share=invalid_share):
         while True:
@@ -141,8 +158,9 @@ def _produce(bootstrap: str, topic: str, count: int, invalid_share: float) -> di
 
 
 def _dlq_reasons(bootstrap: str, dlq: str) -> dict[str, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-dlq-reader",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "demo-dlq-reader", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(dlq, 0, 0)])
     _, high = consumer.get_watermark_offsets(TopicPartition(dlq, 0), timeout=10)
     reasons: collections.Counter[str] = collections.Counter()
@@ -193,15 +211,33 @@ def main() -> int:
         print(f"    produced: {kinds}")
 
         config = workdir / "worker.toml"
-        config.write_text(CONFIG.format(
-            bootstrap=bootstrap, topic=topic, dlq=dlq, sandbox=sandbox_url, ee=EE, profile=PROFILE
-        ))
+        config.write_text(
+            CONFIG.format(
+                bootstrap=bootstrap,
+                topic=topic,
+                dlq=dlq,
+                sandbox=sandbox_url,
+                ee=EE,
+                profile=PROFILE,
+            )
+        )
         _step("running the worker until the topic is drained")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAPILLARY_AEP_")}
         proc = subprocess.run(
-            [sys.executable, "-m", "worker", "run", "--config", str(config),
-             "--exit-when-drained", "--summary"],
-            cwd=ROOT, env=env, capture_output=True, timeout=900,
+            [
+                sys.executable,
+                "-m",
+                "worker",
+                "run",
+                "--config",
+                str(config),
+                "--exit-when-drained",
+                "--summary",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=900,
         )
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr.decode(errors="replace")[-4000:])
@@ -230,9 +266,12 @@ def main() -> int:
             for ds, v in (stats.get("datasets") or {}).items()
         }
         print(f"    sandbox accepted    {accepted}")
-        lost = summary["consumed"] - summary["delivered"] - summary["dead_lettered"] - summary[
-            "filtered"
-        ]
+        lost = (
+            summary["consumed"]
+            - summary["delivered"]
+            - summary["dead_lettered"]
+            - summary["filtered"]
+        )
         # A record fanned out to two targets is delivered twice; none of the defaults do.
         print(f"    unaccounted         {lost:>10.0f}")
         return 0 if lost == 0 else 1
