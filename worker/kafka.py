@@ -225,8 +225,19 @@ class ConsumerOwner:
         parts: list[TopicPartition] = await self._call(self._consumer.assignment)
         return [(p.topic, p.partition) for p in parts]
 
-    async def seek(self, tp: TP, offset: int) -> None:
-        await self._call(self._consumer.seek, TopicPartition(tp[0], tp[1], offset))
+    async def reposition(self, tp: TP, offset: int) -> None:
+        """Move a partition that hit an error (out of range): a plain seek is refused then."""
+
+        def move() -> None:
+            part = TopicPartition(tp[0], tp[1], offset)
+            if self.cooperative:
+                self._consumer.incremental_unassign([TopicPartition(tp[0], tp[1])])
+                self._consumer.incremental_assign([part])
+            else:
+                others = [p for p in self._consumer.assignment() if (p.topic, p.partition) != tp]
+                self._consumer.assign([*others, part])
+
+        await self._call(move)
 
     async def commit(self, offsets: dict[TP, tuple[int, str]]) -> bool:
         """Synchronous commit on the owner thread; False (retry next tick) on failure."""

@@ -532,7 +532,7 @@ class Pipeline:
         while self._seek_requests:
             tp, policy = self._seek_requests.pop()
             low, high = (await self.consumer.watermarks([tp]))[tp]
-            await self.consumer.seek(tp, low if policy == "earliest" else high)
+            await self.consumer.reposition(tp, low if policy == "earliest" else high)
             self._generations += 1  # offsets restart lower: track them afresh
             self.tracker.assign(tp, self._generations)
             log.warning("offset_reset_by_policy", topic=tp[0], partition=tp[1], policy=policy)
