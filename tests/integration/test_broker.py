@@ -410,3 +410,45 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert _cli("status", "--state-file", state).returncode != 0
     assert not data_dir.exists()  # temp data dir removed on stop
+
+
+# --------------------------------------------------------------------------------------------
+# the session broker through the kafka_broker fixture (what chaos tests do)
+# --------------------------------------------------------------------------------------------
+
+
+def test_session_broker_pause_and_restart(
+    kafka_broker: Any,
+    kafka_bootstrap: str,
+    kafka_sasl: SaslListener,
+    kafka_topic: Callable[..., str],
+    kafka_names: KafkaNames,
+) -> None:
+    if kafka_broker is None:
+        pytest.skip("needs the local session broker")
+    topic = kafka_topic()
+    group = kafka_names.group()
+    conf = {"bootstrap.servers": kafka_bootstrap}
+    produce(conf, topic, [b"a", b"b", b"c"])
+    consumer = make_consumer(conf, group, topic)
+    try:
+        consume(consumer, 2)
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+
+    kafka_broker.pause()
+    assert kafka_broker.is_running() and not kafka_broker.is_reachable(1.0)
+    kafka_broker.resume()
+    assert kafka_broker.is_reachable(10.0)
+
+    assert kafka_broker.restart() == kafka_bootstrap  # same address after a restart
+    assert committed(kafka_bootstrap, group, topic, 1) == {0: 2}
+    # SCRAM credentials survive (re-upserted on a resumed data dir) and SASL still works
+    produce(kafka_sasl.client_config("alice", "SCRAM-SHA-512"), topic, [b"d"])
+    consumer = make_consumer(conf, group, topic)
+    try:
+        assert [m.value() for m in consume(consumer, 2)] == [b"c", b"d"]
+    finally:
+        consumer.close()
+    kafka_broker.stop()  # the fixture brings it back after the test

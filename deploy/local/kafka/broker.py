@@ -69,7 +69,8 @@ BIND_ERRORS = ("Address already in use", "BindException")
 # a crashed test run), it stops the broker so no orphan JVM keeps 512 MB and a port.
 _WATCHDOG = r"""
 import os, signal, sys, time
-parent, child, grace = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+import shutil
+parent, child, grace, cleanup = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -85,8 +86,11 @@ while alive(child):
                 time.sleep(0.2)
             if alive(child):
                 os.kill(child, signal.SIGKILL)
+                time.sleep(0.5)
         except ProcessLookupError:
             pass
+        if cleanup:
+            shutil.rmtree(cleanup, ignore_errors=True)
         break
     time.sleep(0.5)
 """
@@ -350,7 +354,7 @@ class LocalKafka:
         heap: str = "512m",
         cache: str | os.PathLike[str] | None = None,
         java_home: str | os.PathLike[str] | None = None,
-        die_with_parent: bool = False,
+        die_with_parent: bool = True,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
     ) -> None:
         """Configure (nothing runs until ``start()``).
@@ -365,7 +369,8 @@ class LocalKafka:
             resources without ACLs stay open, so a test can DENY one operation for one user.
         max_message_bytes: sets message.max.bytes, replica.fetch.max.bytes (and
             replica.fetch.response.max.bytes / socket.request.max.bytes when needed).
-        die_with_parent: a watchdog process stops the broker if this Python process dies.
+        die_with_parent: a watchdog process stops the broker (and deletes a temp data dir)
+            if this Python process dies, even by SIGKILL or a segfault.  The CLI turns it off.
         """
         self.data_dir_given = data_dir is not None
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
@@ -785,7 +790,15 @@ class LocalKafka:
         self.pid = self._proc.pid
         if self.die_with_parent:
             self._watchdog = subprocess.Popen(
-                [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.pid), "20"],
+                [
+                    sys.executable,
+                    "-c",
+                    _WATCHDOG,
+                    str(os.getpid()),
+                    str(self.pid),
+                    "20",
+                    str(self.data_dir) if self._owns_data_dir else "",
+                ],
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -877,16 +890,17 @@ class LocalKafka:
         )
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        alterations = []
+        # one request per mechanism: a user may appear only once per request
         for mech in self.sasl_mechanisms:
             if not mech.startswith("SCRAM-"):
                 continue
-            enum = ScramMechanism[mech.replace("-", "_")]
-            for name, password in self.users.items():
-                info = ScramCredentialInfo(enum, SCRAM_ITERATIONS)
-                alterations.append(UserScramCredentialUpsertion(name, info, password.encode()))
-        for fut in admin.alter_user_scram_credentials(alterations).values():
-            fut.result(timeout=30)
+            info = ScramCredentialInfo(ScramMechanism[mech.replace("-", "_")], SCRAM_ITERATIONS)
+            alterations = [
+                UserScramCredentialUpsertion(name, info, password.encode())
+                for name, password in self.users.items()
+            ]
+            for fut in admin.alter_user_scram_credentials(alterations).values():
+                fut.result(timeout=30)
 
     def _terminate(self, *, hard: bool, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         pid = self.pid
@@ -1155,6 +1169,7 @@ def _cmd_start(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             auto_create_topics=args.auto_create_topics,
             extra_properties=extra,
             heap=args.heap,
+            die_with_parent=False,  # the broker outlives this command
             startup_timeout=args.timeout,
         )
     except ValueError as exc:
