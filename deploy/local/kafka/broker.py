@@ -372,7 +372,6 @@ class LocalKafka:
         die_with_parent: a watchdog process stops the broker (and deletes a temp data dir)
             if this Python process dies, even by SIGKILL or a segfault.  The CLI turns it off.
         """
-        self.data_dir_given = data_dir is not None
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
         self._requested = {"port": port, "controller_port": controller_port, "sasl_port": sasl_port}
         self.port: int | None = port or None
@@ -1147,6 +1146,10 @@ def _cmd_start(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             return 1
         if handle._owns_data_dir and handle.data_dir and not args.data_dir:
             shutil.rmtree(handle.data_dir, ignore_errors=True)  # stale temp dir
+    if args.sasl_port is None and (args.user or args.sasl_mechanism):
+        parser.error("--user/--sasl-mechanism need --sasl-port (0 = a free port)")
+    if args.super_user and not args.authorizer:
+        parser.error("--super-user needs --authorizer")
     try:
         users = [parse_user(u) for u in args.user]
         extra = {}
