@@ -38,8 +38,9 @@ lint: ## ruff and mypy (strict) on worker/
 kafka-jars: ## fetch the broker jars from Maven Central into deploy/local/kafka/.cache
 	$(KAFKA) fetch
 
-kafka-up: ## start a local broker (PLAINTEXT on a free port; see deploy/local/kafka/README.md)
-	$(KAFKA) start $(KAFKA_ARGS)
+KAFKA_PORT ?= 9092
+kafka-up: ## start a local broker on 127.0.0.1:$(KAFKA_PORT), data kept in deploy/local/kafka/.cache/data
+	$(KAFKA) start --port $(KAFKA_PORT) --data-dir deploy/local/kafka/.cache/data $(KAFKA_ARGS)
 
 kafka-down: ## stop it
 	$(KAFKA) stop

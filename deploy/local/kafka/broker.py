@@ -1086,7 +1086,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="broker.py",
         description="Run a real single-node Apache Kafka broker (KRaft) on 127.0.0.1.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="start|stop|status")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="start|stop|status|fetch")
     state_help = f"state file (default {DEFAULT_STATE_FILE})"
 
     start = sub.add_parser("start", help="start a broker in the background, print bootstrap")
@@ -1126,6 +1126,7 @@ def _build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT)
     stop.add_argument("--keep-data", action="store_true", help="keep a temp data dir")
 
+    sub.add_parser("fetch", help="fetch the broker jars from Maven Central (once), print their dir")
     status = sub.add_parser("status", help="exit 0 if running and reachable")
     status.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE, help=state_help)
     status.add_argument("--json", action="store_true", help="print the state as JSON")
@@ -1243,6 +1244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_start(args, parser)
         if args.command == "stop":
             return _cmd_stop(args)
+        if args.command == "fetch":
+            print(ensure_jars())
+            return 0
         return _cmd_status(args)
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
