@@ -78,13 +78,23 @@ def currency(value: Any) -> str | None:
     return code.upper()
 
 
+_SECONDS: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS" (a bounded memo)
+_SECONDS_MAX: Final = 65_536
+
+
 def rfc3339_ms(epoch_ms: int) -> str:
     """``1720439149123`` -> ``"2024-07-08T11:45:49.123Z"`` (UTC, millisecond precision).
 
     For instants known to be in range (``CanonicalEvent.created_at_ms`` is checked by decode).
+    Events of a batch are close in time, so the formatted second is memoised (a pure cache).
     """
     seconds, millis = divmod(epoch_ms, 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()
+        prefix = _SECONDS[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{prefix}.{millis:03d}Z"
 
 
 def _from_ms(epoch_ms: int) -> str | None:
