@@ -263,6 +263,14 @@ class ConsumerOwner:
 
         return await self._call(read)
 
+    async def positions(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """Next offset to fetch per partition, past transaction markers (-1: not known yet)."""
+        parts = [TopicPartition(t, p) for t, p in tps]
+        if not parts:
+            return {}
+        got: list[TopicPartition] = await self._call(self._consumer.position, parts)
+        return {(p.topic, p.partition): max(p.offset, -1) for p in got}
+
     async def close(self) -> None:
         self.closing = True
         try:

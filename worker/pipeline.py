@@ -21,6 +21,7 @@ from typing import Any, cast
 import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 
+from worker import replay_mark
 from worker.aep.delivery import Deliverer
 from worker.batching import Batch, Batcher, MessageTooLarge
 from worker.config import Settings
@@ -34,7 +35,9 @@ from worker.logs import get_logger
 from worker.mapping import MappingContext, MappingError, build_entity
 from worker.metrics import Metrics
 from worker.offsets import TP, OffsetTracker
+from worker.rate_limit import RateLimit
 from worker.routing import Target
+from worker.run_bounds import RunBounds
 from worker.schemas import SchemaStore
 
 log = get_logger(__name__)
@@ -82,6 +85,8 @@ class Pipeline:
         health: HealthState,
         reset_dlq_guard: bool = False,
         exit_when_drained: bool = False,
+        bounds: RunBounds | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.settings = settings
         self.schemas = schemas
@@ -91,6 +96,15 @@ class Pipeline:
         self.health = health
         self.reset_dlq_guard = reset_dlq_guard
         self.exit_when_drained = exit_when_drained
+        self.bounds = bounds  # a bounded run (side replay): stop at these end offsets
+        self.rate_limit = rate_limit
+        self._bounds_paused: set[TP] = set()
+        # Below a replay mark's offset, records go to ExperienceEvent targets only (replay_mark).
+        self._replay_below: dict[TP, int] = {}
+        self.replay_routes = {
+            name: tuple(t for t in ts if not t.family.startswith("profile_"))
+            for name, ts in routes.items()
+        }
         self.ctx = MappingContext(
             tenant=settings.mapping.tenant,
             customer_namespace=settings.mapping.customer_namespace,
@@ -136,6 +150,8 @@ class Pipeline:
         batcher = self.batcher
         policy = self.settings.policy
         consumed: dict[str, int] = {}
+        bounds = self.bounds
+        replay_below = self._replay_below
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -151,6 +167,8 @@ class Pipeline:
                 # Not ours (any more), or the guard stopped us: never tracked, so never
                 # committed past; it is consumed again after the operator's reset.
                 continue
+            if bounds is not None and bounds.beyond(tp, offset):
+                continue  # past a bounded run's end: not ours to process, never committed
             value = msg.value()
             if value is None:
                 self._policy(msg, tp, offset, generation, "tombstone", policy.tombstone)
@@ -164,7 +182,14 @@ class Pipeline:
                     DeadLetter("decode", "DecodeError", exc.kind, str(exc), path=exc.path),
                 )
                 continue
-            targets = self.routes.get(event.name)
+            routes = self.routes
+            if replay_below and offset < replay_below.get(tp, -1):
+                routes = self.replay_routes
+            targets = routes.get(event.name)
+            if targets is not None and not targets:  # profile-only event in a replay
+                tracker.add(tp, offset, generation, 0)
+                self.metrics.filtered.labels("replay-profile-skip").inc()
+                continue
             if not targets:
                 self._policy(
                     msg, tp, offset, generation, "unknown-event", policy.unknown_event,
@@ -435,7 +460,10 @@ class Pipeline:
         if want:
             await self.consumer.pause(tps)
         else:
-            await self.consumer.resume(tps)
+            bounds = self.bounds  # a bounded run's finished partitions stay paused
+            await self.consumer.resume(
+                [tp for tp in tps if bounds is None or not bounds.reached(tp)]
+            )
         self._paused = want
 
     # -- rebalance (RebalanceListener, called on the loop from the owner thread) -----------------
@@ -445,11 +473,18 @@ class Pipeline:
         for a in assigned:
             self.tracker.assign(a.tp, a.generation)
             self._assigned_at[a.tp] = a.committed
-            if a.metadata.startswith(GUARD_MARK):
+            metadata, below = replay_mark.split(a.metadata)
+            if below is not None and a.committed is not None and a.committed < below:
+                self._replay_below[a.tp] = below
+                log.info(
+                    "replay_skips_profile_targets", topic=a.tp[0], partition=a.tp[1],
+                    below=below, records=below - a.committed,
+                )
+            if metadata.startswith(GUARD_MARK):
                 if self.reset_dlq_guard:
                     log.warning("dlq_guard_reset", topic=a.tp[0], partition=a.tp[1])
                 else:
-                    self.guard.trip(a.metadata.removeprefix(GUARD_MARK).lstrip(":") or "earlier")
+                    self.guard.trip(metadata.removeprefix(GUARD_MARK).lstrip(":") or "earlier")
                     self._trip(f"{a.tp[0]}[{a.tp[1]}] (mark in the committed offset)")
         return bool(self.pause_reasons)
 
@@ -467,12 +502,14 @@ class Pipeline:
         for tp in tps:
             self.tracker.revoke(tp)
             self._assigned_at.pop(tp, None)
+            self._replay_below.pop(tp, None)
         return offsets
 
     async def partitions_lost(self, tps: list[TP]) -> None:
         for tp in tps:
             self.tracker.revoke(tp)
             self._assigned_at.pop(tp, None)
+            self._replay_below.pop(tp, None)
 
     # -- commits -----------------------------------------------------------------------------
 
@@ -493,7 +530,11 @@ class Pipeline:
                         o = self._assigned_at.get(tp)
                     if o is not None:
                         ready.setdefault(tp, o)
-        return {tp: (o, meta) for tp, o in ready.items()}
+        below = self._replay_below
+        return {  # the replay mark rides along until the frontier passes it
+            tp: (o, replay_mark.attach(meta, below[tp]) if o < below.get(tp, -1) else meta)
+            for tp, o in ready.items()
+        }
 
     async def commit(self) -> None:
         offsets = self._commit_offsets()
@@ -502,6 +543,9 @@ class Pipeline:
         ok = await self.consumer.commit(offsets)
         if ok:
             self.tracker.mark_committed({tp: o for tp, (o, _) in offsets.items()})
+            for tp, (o, _) in offsets.items():
+                if o >= self._replay_below.get(tp, o + 1):
+                    self._replay_below.pop(tp)  # the replayed range is behind us
             self.metrics.commits.labels("ok").inc()
             self.metrics.last_commit.set(time.time())
         else:
@@ -537,6 +581,39 @@ class Pipeline:
             self.tracker.assign(tp, self._generations)
             log.warning("offset_reset_by_policy", topic=tp[0], partition=tp[1], policy=policy)
 
+    async def _consume(self) -> list[Message]:
+        k = self.settings.kafka
+        n = k.consume_batch_size
+        if self.rate_limit is not None:
+            n = min(n, self.rate_limit.allowance())
+            if n < 1:
+                await asyncio.sleep(min(self.rate_limit.wait_s(), 0.5))
+                return []
+        msgs = await self.consumer.consume(n, k.consume_timeout_s)
+        if self.rate_limit is not None:
+            self.rate_limit.spend(len(msgs))
+        return msgs
+
+    async def _bounded_step(self) -> bool:
+        """Pause partitions that reached their end; True once all did and all is finished."""
+        bounds = self.bounds
+        assert bounds is not None
+        owned = [tp for tp in bounds.open() if self.tracker.is_owned(tp)]
+        if owned:
+            positions = await self.consumer.positions(owned)
+            for tp in owned:
+                start = self._assigned_at.get(tp)  # covers an empty window (start == end)
+                bounds.reach(tp, max(positions.get(tp, -1), -1 if start is None else start))
+        newly = [tp for tp in bounds.ends if bounds.reached(tp) and tp not in self._bounds_paused]
+        if newly:
+            await self.consumer.pause(newly)
+            self._bounds_paused.update(newly)
+        if bounds.open():
+            return False
+        return not (
+            self.tracker.pending() or self._queue or self._active or self.batcher.open_counts()[0]
+        )
+
     async def run(self) -> None:
         k = self.settings.kafka
         await self.consumer.subscribe()
@@ -545,10 +622,13 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 await self._reconcile_pause()
-                msgs = await self.consumer.consume(k.consume_batch_size, k.consume_timeout_s)
+                msgs = await self._consume()
                 self.health.polled()
                 if msgs:
                     self._process(msgs)
+                if self.bounds is not None and await self._bounded_step():
+                    log.info("bounded_run_reached_end")
+                    self._stop.set()
                 for batch in self.batcher.due():
                     self._enqueue(batch)
                 self._backpressure()

@@ -26,7 +26,9 @@ from worker.logs import get_logger
 from worker.mapping import DEFAULT_FAMILIES, MAPPERS
 from worker.metrics import Metrics
 from worker.pipeline import Part, Pipeline
+from worker.rate_limit import RateLimit
 from worker.routing import RoutingError, build_routes
+from worker.run_bounds import RunBounds
 from worker.schemas import SchemaLoadError, SchemaStore
 
 log = get_logger(__name__)
@@ -80,9 +82,14 @@ async def run_worker(
     exit_when_drained: bool = False,
     stop: asyncio.Event | None = None,
     install_signals: bool = True,
+    bounds: RunBounds | None = None,
+    rate_limit: RateLimit | None = None,
+    metrics: Metrics | None = None,
 ) -> RunResult:
+    """Run until stopped; ``bounds`` and ``rate_limit`` make it a bounded, paced run (side
+    replays); ``metrics`` lets the caller watch progress."""
     started = time.monotonic()
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     try:
         schemas = SchemaStore()
         targets, routes = build_routes(
@@ -122,6 +129,7 @@ async def run_worker(
         pipeline = Pipeline(
             settings, schemas, targets, routes, metrics=metrics, health=health,
             reset_dlq_guard=reset_dlq_guard, exit_when_drained=exit_when_drained,
+            bounds=bounds, rate_limit=rate_limit,
         )
         dlq_limit = await loop.run_in_executor(None, _check_dlq_topic, settings)
         dlq = DeadLetterProducer(
