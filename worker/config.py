@@ -188,13 +188,29 @@ class RouteSettings(_Model):
         return self
 
 
+IdentityKind = Literal["customer_id", "email", "phone", "external_id", "card_number"]
+
+
 class MappingSettings(_Model):
     tenant: str = Field(default="_capillary", pattern=r"^_[A-Za-z0-9]+$")
-    customer_namespace: str = "CapillaryCustomerId"
-    email_namespace: str = "Email"
-    phone_namespace: str = "Phone"
+    # identityMap namespaces; None (or omitted for the last two) = that identity is not sent
+    customer_namespace: str = Field(default="CapillaryCustomerId", min_length=1)
+    email_namespace: str | None = Field(default="Email", min_length=1)
+    phone_namespace: str | None = Field(default="Phone", min_length=1)
+    external_id_namespace: str | None = Field(default=None, min_length=1)
+    card_number_namespace: str | None = Field(default=None, min_length=1)
+    primary_identity: IdentityKind = Field(
+        default="customer_id", description="primary identity; customer_id when it is absent"
+    )
+    authenticated_state: Literal["authenticated", "ambiguous", "loggedOut"] = "authenticated"
+    hashed_identities: list[IdentityKind] = Field(
+        default_factory=list, description="sent as sha256 hex of the trimmed, lower-cased value"
+    )
     source_timezone: str = "UTC"
     tier_names: dict[int, str] = Field(default_factory=dict)
+    max_future_skew_s: float = Field(
+        default=300, ge=0, le=86_400, description="event timestamps beyond now + this are clamped"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MappingSettings:
@@ -204,6 +220,17 @@ class MappingSettings(_Model):
             ZoneInfo(self.source_timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("mapping.source_timezone is not an IANA time zone") from None
+        primary_namespace = {
+            "customer_id": self.customer_namespace,
+            "email": self.email_namespace,
+            "phone": self.phone_namespace,
+            "external_id": self.external_id_namespace,
+            "card_number": self.card_number_namespace,
+        }[self.primary_identity]
+        if primary_namespace is None:
+            raise ValueError(
+                f"mapping.primary_identity is {self.primary_identity}, whose namespace is not set"
+            )
         return self
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from worker.events import decode
+from worker.mapping import DEFAULT_FAMILIES
 
 FIXTURES = Path(__file__).resolve().parents[2] / "schemas" / "capillary" / "fixtures"
 FOUR = ("customerAdded", "transactionAdded", "pointsIssued", "tierUpgraded")
@@ -49,3 +53,17 @@ def invalid_schema_events(names: tuple[str, ...] = FOUR) -> list[tuple[str, byte
             _set_event_id(doc, str(uuid.uuid4()))
             out.append((f"{name}/{p.stem}", orjson.dumps(doc)))
     return out
+
+
+def expected_deliveries(
+    events: Iterable[tuple[str, bytes, bytes]], routed_families: Iterable[str]
+) -> list[str]:
+    """Each eventId once per target it feeds: an event fans out to every default family of
+    its name that a route serves (e.g. tierUpgraded -> an ExperienceEvent and the tier profile)."""
+    routed = set(routed_families)
+    return [
+        event_id
+        for event_id, _, value in events
+        for family in DEFAULT_FAMILIES[decode(value).name]
+        if family in routed
+    ]

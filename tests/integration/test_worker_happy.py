@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.fixture_events import valid_events
+from tests.integration.fixture_events import expected_deliveries, valid_events
 from tests.integration.worker_harness import (
     committed,
     delivered_event_ids,
@@ -36,10 +36,11 @@ async def test_happy_path_every_event_delivered_once_and_committed(
     assert result.exit_code == 0, result.error
 
     ids = delivered_event_ids(sandbox, DATASETS)
-    assert sorted(ids) == sorted(e for e, _, _ in events)  # exact: nothing lost, no duplicate
+    expected = expected_deliveries(events, {r.family for r in settings.routes})
+    assert sorted(ids) == sorted(expected)  # exact: nothing lost, no duplicate, every fan-out
     stats = sandbox.stats()
     entity_ids = [r["xdmEntity"]["_id"] for ds in DATASETS for r in sandbox.records(ds, 10_000)]
-    assert len(set(entity_ids)) == len(entity_ids) == len(events)
+    assert len(set(entity_ids)) == len(entity_ids) == len(expected)
     assert stats is not None
     assert read_all(kafka_bootstrap, dlq, idle_s=1) == []
     assert committed(kafka_bootstrap, settings.kafka.group_id, topic, 3) == end_offsets(

@@ -34,11 +34,13 @@ RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 CTX = MappingContext()
 
 VALID = sorted(FIXTURES.glob("*/*.json"))
-CASES = [
+CASES = [(path, family) for path in VALID for family in DEFAULT_FAMILIES[path.parent.name]]
+# Mappers a route may ask for besides the defaults (e.g. pointsExpired -> profile_points).
+OPT_IN = [
     (path, family)
     for path in VALID
     for (name, family) in sorted(MAPPERS)
-    if name == path.parent.name
+    if name == path.parent.name and family not in DEFAULT_FAMILIES[name]
 ]
 
 
@@ -88,12 +90,25 @@ def with_data(event: CanonicalEvent, **changes: Any) -> CanonicalEvent:
 
 def test_registry_shape() -> None:
     assert FAMILIES == ("experience_event", "profile_customer", "profile_points", "profile_tier")
-    assert DEFAULT_FAMILIES == {
-        "customerAdded": ("profile_customer",),
-        "transactionAdded": ("experience_event",),
-        "pointsIssued": ("experience_event",),
-        "tierUpgraded": ("profile_tier",),
+    ee, customer, points, tier = FAMILIES
+    expected = {
+        "customerAdded": (customer,),
+        "customerUpdated": (customer,),
+        "transactionAdded": (ee,),
+        "transactionUpdated": (ee,),
+        "pointsIssued": (ee, points),
+        "pointsRedeemed": (ee, points),
+        "pointsExpired": (ee,),
+        "pointsExpiryReminder": (ee,),
+        "pointsExpiryChange": (ee,),
+        "tierUpgraded": (ee, tier),
+        "tierDowngraded": (ee, tier),
+        "tierRenewed": (ee, tier),
+        "tierDowngradeReminder": (ee,),
+        "promotionEarned": (ee,),
+        "rewardIssued": (ee,),
     }
+    assert expected == DEFAULT_FAMILIES
     for name, families in DEFAULT_FAMILIES.items():
         for family in families:
             assert (name, family) in MAPPERS
@@ -141,6 +156,25 @@ def test_fixture_mapping_is_deterministic(path: Path, family: str) -> None:
     assert first == second
     other = MappingContext()
     assert orjson.dumps(entity(decode(raw), family, other)) == first
+
+
+@pytest.mark.parametrize(("path", "family"), OPT_IN, ids=_id)
+def test_opt_in_mappers_map_or_name_the_missing_field(
+    store: SchemaStore, path: Path, family: str
+) -> None:
+    event = decode(path.read_bytes())
+    try:
+        result = entity(event, family)
+    except MappingError as err:
+        assert err.kind == "missing-field" and err.path, err
+        return
+    assert store.xdm(schema_for(family)).violations(result) == []
+
+
+def test_every_event_has_fixtures_and_a_mapping() -> None:
+    names = {path.parent.name for path in VALID}
+    assert len(names) == 15
+    assert names == set(DEFAULT_FAMILIES) == {name for name, _ in MAPPERS}
 
 
 # --------------------------------------------------------------------------- _id

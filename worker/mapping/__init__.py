@@ -13,7 +13,8 @@ Families (one XDM target shape each):
   dataset per attribute family, each write carrying its whole family (SPEC 4).
 
 Adding an event: write its mapper in the family module (``customer``, ``commerce``, ``points``,
-``tier``), register it in that module's ``MAPPERS`` and ``DEFAULT_FAMILIES``.
+``tier``, ``promotion``, ``reward``), register it in that module's ``MAPPERS`` and
+``DEFAULT_FAMILIES`` (the targets it feeds when a route does not list its events).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import hashlib
 from typing import Any, Final
 
 from worker.events import CanonicalEvent
-from worker.mapping import commerce, customer, points, tier
+from worker.mapping import commerce, customer, points, promotion, reward, tier
 from worker.mapping.context import MAPPING_ERROR_KINDS, Mapper, MappingContext, MappingError
 
 __all__ = [
@@ -45,7 +46,7 @@ FAMILIES: Final[tuple[str, ...]] = (
     "profile_tier",
 )
 
-_MODULES = (customer, commerce, points, tier)
+_MODULES = (customer, commerce, points, tier, promotion, reward)
 
 MAPPERS: dict[tuple[str, str], Mapper] = {}
 DEFAULT_FAMILIES: dict[str, tuple[str, ...]] = {}

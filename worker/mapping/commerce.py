@@ -1,6 +1,7 @@
 """Transaction events -> commerce ExperienceEvents (family ``experience_event``).
 
-transactionAdded today; transactionUpdated (same shape, e.g. a new deliveryStatus) joins later.
+transactionAdded is a purchase or a return; transactionUpdated (same shape, e.g. a new
+``deliveryStatus``) is a change to a bill already sent, with its own event type.
 
 Purchases and returns (our reading of XDM, see README "Mapping"):
 
@@ -14,8 +15,14 @@ Purchases and returns (our reading of XDM, see README "Mapping"):
   "return", currencyCode}``, and neither ``commerce.purchases`` nor ``order.priceTotal``:
   returns never count as purchases and revenue is never made negative.
 
-The ExperienceEvent ``timestamp`` is the bill's business time (``enteredAt``), which can be
-earlier than Capillary's ``createdAt`` (late uploads); ``createdAt`` is kept in ``_capillary``.
+The ExperienceEvent ``timestamp`` of transactionAdded is the bill's business time
+(``enteredAt``), which can be earlier than Capillary's ``createdAt`` (late uploads); ``createdAt``
+is kept in ``_capillary``.
+
+transactionUpdated (our reading): ``eventType: commerce.transactionUpdated``, never
+``commerce.purchases`` nor ``order.priceTotal``, so a purchase is never counted twice; its
+``timestamp`` is ``createdAt``, when the change happened (its ``enteredAt`` is the original
+bill's time); the amount it carries goes to ``_capillary.amount``.
 """
 
 from __future__ import annotations
@@ -26,17 +33,20 @@ from worker.events import CanonicalEvent
 from worker.mapping.context import Mapper, MappingContext, MappingError
 from worker.mapping.convert import (
     currency,
+    event_timestamp,
     id_int,
     id_text,
+    instant,
     number,
     obj,
-    required_instant,
+    required_instant_ms,
     text,
 )
 from worker.mapping.identity import customer_id, event_details, identity_map
 
 PURCHASE = "commerce.purchases"
 RETURN = "commerce.backofficeCreditMemoIssued"
+UPDATE = "commerce.transactionUpdated"
 RETURN_BILL_TYPES = frozenset({"RETURN", "NOT_INTERESTED_RETURN"})
 
 
@@ -47,41 +57,49 @@ def _required_text(value: Any, path: str) -> str:
     return found
 
 
-def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
-    data = event.data
-    cid = customer_id(event)
-    bill_type = _required_text(data.get("billType"), "/billType").upper()
-    bill_number = _required_text(data.get("billNumber"), "/billNumber")
-    transaction_id = id_text(data.get("transactionId"))
-    amount = number(data.get("amount"))
-    if amount is None:
-        raise MappingError("missing-field", "/amount", "the bill amount must be a number")
-    code = currency(data.get("currencyCode"))
+def _bill_details(event: CanonicalEvent, cid: str, data: dict[str, Any]) -> dict[str, Any]:
     entered_by = obj(data.get("enteredBy"))
     store = obj(entered_by.get("store"))
-    till = obj(entered_by.get("till"))
-
     details = event_details(event, cid)
-    details["transactionId"] = transaction_id
-    details["billNumber"] = bill_number
-    details["billType"] = bill_type
+    details["transactionId"] = id_text(data.get("transactionId"))
     details["lineItemCount"] = id_int(data.get("lineItemCount"))
     details["grossAmount"] = number(data.get("grossAmount"))
     details["deliveryStatus"] = text(data.get("deliveryStatus"))
     details["storeExternalId"] = text(store.get("externalId"))
     details["storeName"] = text(store.get("name"))
-    details["tillCode"] = text(till.get("code"))
+    details["tillCode"] = text(obj(entered_by.get("till")).get("code"))
+    return details
+
+
+def _store_code(data: dict[str, Any]) -> str | None:
+    return text(obj(obj(data.get("enteredBy")).get("store")).get("code"))
+
+
+def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    data = event.data
+    cid = customer_id(event)
+    bill_type = _required_text(data.get("billType"), "/billType").upper()
+    bill_number = _required_text(data.get("billNumber"), "/billNumber")
+    amount = number(data.get("amount"))
+    if amount is None:
+        raise MappingError("missing-field", "/amount", "the bill amount must be a number")
+    entered = required_instant_ms(data.get("enteredAt"), ctx, "/enteredAt")
+    code = currency(data.get("currencyCode"))
+
+    details = _bill_details(event, cid, data)
+    details["billNumber"] = bill_number
+    details["billType"] = bill_type
 
     order: dict[str, Any] = {"purchaseID": bill_number, "currencyCode": code}
     commerce: dict[str, Any] = {
         "order": order,
-        "commerceScope": {"storeCode": text(store.get("code"))},
+        "commerceScope": {"storeCode": _store_code(data)},
     }
     if bill_type in RETURN_BILL_TYPES:
         event_type = RETURN
         order["refunds"] = [
             {
-                "transactionID": transaction_id,
+                "transactionID": details["transactionId"],
                 "refundAmount": abs(amount),
                 "refundReason": "return",
                 "currencyCode": code,
@@ -94,7 +112,7 @@ def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, A
         order["discountAmount"] = number(data.get("discount"))
 
     return {
-        "timestamp": required_instant(data.get("enteredAt"), ctx, "/enteredAt"),
+        "timestamp": event_timestamp(entered, event.created_at_ms, ctx),
         "eventType": event_type,
         "identityMap": identity_map(event, ctx, cid),
         "commerce": commerce,
@@ -102,9 +120,36 @@ def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, A
     }
 
 
+def transaction_updated_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """A change to a bill: never a purchase measure, never ``priceTotal`` (no double counting)."""
+    data = event.data
+    cid = customer_id(event)
+    bill_number = _required_text(data.get("billNumber"), "/billNumber")
+    bill_type = text(data.get("billType"))
+
+    details = _bill_details(event, cid, data)
+    details["billNumber"] = bill_number
+    details["billType"] = bill_type.upper() if bill_type else None
+    details["amount"] = number(data.get("amount"))
+    details["billEnteredAt"] = instant(data.get("enteredAt"), ctx)
+    code = currency(data.get("currencyCode"))
+    return {
+        "timestamp": event_timestamp(event.created_at_ms, event.created_at_ms, ctx),
+        "eventType": UPDATE,
+        "identityMap": identity_map(event, ctx, cid),
+        "commerce": {
+            "order": {"purchaseID": bill_number, "currencyCode": code},
+            "commerceScope": {"storeCode": _store_code(data)},
+        },
+        ctx.tenant: details,
+    }
+
+
 MAPPERS: dict[tuple[str, str], Mapper] = {
     ("transactionAdded", "experience_event"): transaction_event,
+    ("transactionUpdated", "experience_event"): transaction_updated_event,
 }
 DEFAULT_FAMILIES: dict[str, tuple[str, ...]] = {
     "transactionAdded": ("experience_event",),
+    "transactionUpdated": ("experience_event",),
 }

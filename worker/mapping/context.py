@@ -2,15 +2,59 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker.events import CanonicalEvent
 
-__all__ = ["MAPPING_ERROR_KINDS", "Mapper", "MappingContext", "MappingError"]
+if TYPE_CHECKING:
+    from worker.config import MappingSettings
+
+__all__ = [
+    "AUTHENTICATED_STATES",
+    "IDENTITY_KINDS",
+    "MAPPING_ERROR_KINDS",
+    "ClampCounter",
+    "IdentitySlot",
+    "Mapper",
+    "MappingContext",
+    "MappingError",
+]
+
+# Where each identity comes from: customer_id is customerIdentifiers.customerId, the others
+# customerIdentifiers.instore.{email, mobile, externalId, card_number}.
+IDENTITY_KINDS: Final = ("customer_id", "email", "phone", "external_id", "card_number")
+AUTHENTICATED_STATES: Final = ("authenticated", "ambiguous", "loggedOut")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySlot:
+    """One configured identity: its kind, identityMap namespace, and whether it is hashed."""
+
+    kind: str
+    namespace: str
+    hashed: bool
+
+
+class ClampCounter:
+    """How many ExperienceEvent timestamps were clamped because they lay in the future.
+
+    Mutable on purpose (the context is otherwise frozen): the pipeline ``take()``s the count
+    after each consumed batch and adds it to a metric. Not thread-safe; one pipeline, one loop.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def take(self) -> int:
+        taken, self.count = self.count, 0
+        return taken
 
 
 @dataclass(frozen=True)
@@ -18,31 +62,94 @@ class MappingContext:
     """Static configuration of the mapping: the same for every event, on every replica.
 
     ``tier_names`` is static configuration only (tier number -> name); the mapping never learns
-    names from earlier events, so the same event always gives the same output.
+    names from earlier events, so the same event always gives the same output. The clock is
+    read only to clamp ExperienceEvent timestamps that lie in the future (see ``convert``).
     """
 
     tenant: str = "_capillary"  # the tenant object custom fields live under
     customer_namespace: str = "CapillaryCustomerId"
-    email_namespace: str = "Email"
-    phone_namespace: str = "Phone"
+    email_namespace: str | None = "Email"  # None: not sent as an identity
+    phone_namespace: str | None = "Phone"
+    external_id_namespace: str | None = None
+    card_number_namespace: str | None = None
+    primary_identity: str = "customer_id"  # one of IDENTITY_KINDS; customerId when absent
+    authenticated_state: str = "authenticated"
+    hashed_identities: frozenset[str] = frozenset()  # kinds sent as sha256(trim+lower) hex
     source_timezone: str = "UTC"  # IANA name, applied to local date-times without an offset
     tier_names: Mapping[int, str] | None = None
+    max_future_skew_ms: int = 300_000  # beyond now + this, an event timestamp is clamped
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+    clamps: ClampCounter = field(default_factory=ClampCounter, repr=False, compare=False)
     zone: ZoneInfo = field(init=False, repr=False, compare=False)  # source_timezone, resolved
+    identities: tuple[IdentitySlot, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (self.tenant.startswith("_") and len(self.tenant) > 1):
             raise ValueError("MappingContext.tenant must be the tenant object, e.g. _capillary")
-        for name in ("customer_namespace", "email_namespace", "phone_namespace"):
-            if not getattr(self, name).strip():
-                raise ValueError(f"MappingContext.{name} must not be empty")
+        if not self.customer_namespace.strip():
+            raise ValueError("MappingContext.customer_namespace must not be empty")
+        namespaces = {
+            "customer_id": self.customer_namespace,
+            "email": self.email_namespace,
+            "phone": self.phone_namespace,
+            "external_id": self.external_id_namespace,
+            "card_number": self.card_number_namespace,
+        }
+        for kind, namespace in namespaces.items():
+            if namespace is not None and not namespace.strip():
+                raise ValueError(f"MappingContext: the {kind} namespace must not be empty")
+        if self.primary_identity not in IDENTITY_KINDS:
+            raise ValueError(f"MappingContext.primary_identity must be one of {IDENTITY_KINDS}")
+        if namespaces[self.primary_identity] is None:
+            raise ValueError("MappingContext.primary_identity names an identity that is not sent")
+        if self.authenticated_state not in AUTHENTICATED_STATES:
+            raise ValueError(
+                f"MappingContext.authenticated_state must be one of {AUTHENTICATED_STATES}"
+            )
+        hashed = frozenset(self.hashed_identities)
+        unknown = sorted(hashed - set(IDENTITY_KINDS))
+        if unknown:
+            raise ValueError(f"MappingContext.hashed_identities: unknown kinds {unknown}")
+        if self.max_future_skew_ms < 0:
+            raise ValueError("MappingContext.max_future_skew_ms must not be negative")
         try:
             zone = ZoneInfo(self.source_timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("MappingContext.source_timezone is not an IANA time zone") from None
         object.__setattr__(self, "zone", zone)
+        object.__setattr__(self, "hashed_identities", hashed)
+        object.__setattr__(
+            self,
+            "identities",
+            tuple(
+                IdentitySlot(kind, namespace, kind in hashed)
+                for kind, namespace in namespaces.items()
+                if namespace is not None
+            ),
+        )
         if self.tier_names is not None:
             frozen = MappingProxyType({int(k): str(v) for k, v in self.tier_names.items()})
             object.__setattr__(self, "tier_names", frozen)
+
+    @classmethod
+    def from_settings(cls, settings: MappingSettings, **overrides: Any) -> MappingContext:
+        """The context for ``[mapping]`` settings (``overrides`` for tests: clock, ...)."""
+        values: dict[str, Any] = {
+            "tenant": settings.tenant,
+            "customer_namespace": settings.customer_namespace,
+            "email_namespace": settings.email_namespace,
+            "phone_namespace": settings.phone_namespace,
+            "external_id_namespace": settings.external_id_namespace,
+            "card_number_namespace": settings.card_number_namespace,
+            "primary_identity": settings.primary_identity,
+            "authenticated_state": settings.authenticated_state,
+            "hashed_identities": frozenset(settings.hashed_identities),
+            "source_timezone": settings.source_timezone,
+            "tier_names": dict(settings.tier_names) or None,
+            "max_future_skew_ms": int(settings.max_future_skew_s * 1000),
+        }
+        values.update(overrides)
+        return cls(**values)
 
 
 # Stable, short, value-free codes: add, never rename.

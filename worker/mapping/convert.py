@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
+from worker.events import CanonicalEvent
 from worker.mapping.context import MappingContext, MappingError
 
-_UTC: Final = UTC
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_EPOCH_MS: Final = 253_402_300_800_000  # 10000-01-01T00:00:00Z
 
@@ -103,44 +105,87 @@ def _from_ms(epoch_ms: int) -> str | None:
     return rfc3339_ms(epoch_ms)
 
 
-def instant(value: Any, ctx: MappingContext) -> str | None:
-    """A business instant as RFC 3339 UTC with milliseconds.
+def instant_ms(value: Any, ctx: MappingContext) -> int | None:
+    """A business instant as epoch milliseconds (1970 to 9999), or None when unusable.
 
     Accepts epoch milliseconds (int or integral float) and ISO 8601 date-times; a date-time
-    without an offset is local time in ``ctx.source_timezone``. Returns None when unusable.
+    without an offset is local time in ``ctx.source_timezone``.
     """
     kind = type(value)
     if kind is int:
-        return _from_ms(value)
-    if kind is float:
-        if value == value and abs(value) < MAX_EPOCH_MS:
-            return _from_ms(int(value))
+        millis: int = value
+    elif kind is float:
+        if not (value == value and abs(value) < MAX_EPOCH_MS):
+            return None
+        millis = int(value)
+    elif kind is str:
+        raw = value.strip()
+        if len(raw) < 16 or not _DATE_RE.match(raw):
+            return None
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=ctx.zone)
+        try:
+            delta = parsed - _EPOCH
+        except OverflowError:
+            return None
+        millis = delta // _ONE_MS
+    else:
         return None
-    if kind is not str:
-        return None
-    raw = value.strip()
-    if len(raw) < 16 or not _DATE_RE.match(raw):
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ctx.zone)
-    try:
-        utc = parsed.astimezone(_UTC).replace(tzinfo=None)
-    except OverflowError:
-        return None
-    return utc.isoformat(timespec="milliseconds") + "Z"
+    return millis if 0 <= millis < MAX_EPOCH_MS else None
+
+
+def instant(value: Any, ctx: MappingContext) -> str | None:
+    """A business instant as RFC 3339 UTC with milliseconds (see :func:`instant_ms`)."""
+    millis = instant_ms(value, ctx)
+    return None if millis is None else rfc3339_ms(millis)
 
 
 def required_instant(value: Any, ctx: MappingContext, path: str) -> str:
-    found = instant(value, ctx)
+    return rfc3339_ms(required_instant_ms(value, ctx, path))
+
+
+def required_instant_ms(value: Any, ctx: MappingContext, path: str) -> int:
+    found = instant_ms(value, ctx)
     if found is None:
         if value is None or value == "":
             raise MappingError("missing-field", path, "a date-time is required here")
-        raise MappingError("bad-value", path, "not epoch milliseconds or an ISO 8601 date-time")
+        raise MappingError(
+            "bad-value", path, "not epoch milliseconds or an ISO 8601 date-time (1970 to 9999)"
+        )
     return found
+
+
+def event_timestamp(business_ms: int, created_ms: int, ctx: MappingContext) -> str:
+    """An ExperienceEvent ``timestamp``: the business time, unless it lies in the future.
+
+    AEP wants timestamps in the past. A business time later than now + ``max_future_skew_ms``
+    (a device clock, a wrong time zone) is clamped to Capillary's ``createdAt`` (deterministic:
+    a replay gives the same bytes); when ``createdAt`` itself is that far ahead, to now. Each
+    clamp is counted in ``ctx.clamps`` for the pipeline's metric. The clock is read for the
+    comparison only: an event in the past maps the same on any replica at any time.
+    """
+    limit = int(ctx.clock() * 1000) + ctx.max_future_skew_ms
+    if business_ms <= limit:
+        return rfc3339_ms(business_ms)
+    ctx.clamps.count += 1
+    if created_ms <= limit:
+        return rfc3339_ms(created_ms)
+    return rfc3339_ms(int(ctx.clock() * 1000))
+
+
+def business_timestamp(event: CanonicalEvent, ctx: MappingContext) -> str:
+    """The ExperienceEvent ``timestamp`` of an event: ``enteredAt`` where the event has one
+    (the business time, e.g. a bill's), else ``createdAt``; clamped when in the future."""
+    entered = event.data.get("enteredAt")
+    if entered is None or entered == "":
+        business = event.created_at_ms
+    else:
+        business = required_instant_ms(entered, ctx, "/enteredAt")
+    return event_timestamp(business, event.created_at_ms, ctx)
 
 
 def calendar_date(value: Any) -> str | None:
@@ -160,10 +205,22 @@ def local_date(epoch_ms: Any, ctx: MappingContext) -> str | None:
     """The calendar date of an epoch-milliseconds instant in ``ctx.source_timezone``."""
     if type(epoch_ms) is float and epoch_ms.is_integer():
         epoch_ms = int(epoch_ms)
-    if type(epoch_ms) is not int:
+    if type(epoch_ms) is not int or not 0 <= epoch_ms < MAX_EPOCH_MS:
         return None
     try:
         moment = datetime.fromtimestamp(epoch_ms / 1000, ctx.zone)
     except (OverflowError, OSError, ValueError):
         return None
     return moment.date().isoformat()
+
+
+def any_date(value: Any, ctx: MappingContext) -> str | None:
+    """An XDM date (``YYYY-MM-DD``) from a date string, or the local calendar date (in
+    ``ctx.source_timezone``) of an epoch-milliseconds or ISO date-time instant."""
+    found = calendar_date(value)
+    if found is not None:
+        return found
+    if type(value) is str:
+        millis = instant_ms(value, ctx)
+        return None if millis is None else local_date(millis, ctx)
+    return local_date(value, ctx)

@@ -1,8 +1,10 @@
 """Customer events -> the customer-details profile fragment (family ``profile_customer``).
 
-customerAdded today; customerUpdated (same shape plus ``updatedFields``) joins here later.
-A profile fragment replaces the previous one of its dataset for the identity, so each write
-carries the whole customer-details family.
+customerAdded (enrolment) and customerUpdated (profile fields changed). A profile fragment
+replaces the previous one of its dataset for the identity, so each write carries every
+customer-details attribute the event has; an attribute the event lacks is omitted, never
+guessed or remembered from an earlier event (DESIGN 7). customerUpdated's ``enteredAt`` is when
+the update was recorded, not the enrolment, so it never becomes ``loyalty.joinDate``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from worker.events import CanonicalEvent
 from worker.mapping.context import Mapper, MappingContext
-from worker.mapping.convert import obj, required_instant, text
+from worker.mapping.convert import instant, items, obj, required_instant, text
 from worker.mapping.identity import (
     audit,
     customer_id,
@@ -30,21 +32,16 @@ LOYALTY_STATUS = {
 }
 
 
-def customer_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+def _person(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[str, Any]:
+    """The attributes both customer events share: identities, name, contact, loyalty id."""
     data = event.data
-    cid = customer_id(event)
     loyalty_type = text(data.get("loyaltyType"))
-    store = obj(obj(data.get("enteredBy")).get("store"))
-    joined = required_instant(data.get("enteredAt"), ctx, "/enteredAt")
-
+    address = email(event, ctx)
+    phone = mobile(event, ctx)
     details = profile_details(event, cid)
     details["loyaltyType"] = loyalty_type
     details["source"] = text(data.get("source"))
-    details["enteredAt"] = joined
-    details["storeCode"] = text(store.get("code"))
-
-    address = email(event)
-    phone = mobile(event)
+    details["storeCode"] = text(obj(obj(data.get("enteredBy")).get("store")).get("code"))
     return {
         "identityMap": identity_map(event, ctx, cid),
         "person": {
@@ -59,16 +56,45 @@ def customer_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, An
             "loyaltyID": [cid],
             "program": text(obj(data.get("loyaltyProgramDetails")).get("name")),
             "status": LOYALTY_STATUS.get(loyalty_type.upper()) if loyalty_type else None,
-            "joinDate": joined,
         },
         "extSourceSystemAudit": audit(event),
         ctx.tenant: details,
     }
 
 
+def customer_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    cid = customer_id(event)
+    joined = required_instant(event.data.get("enteredAt"), ctx, "/enteredAt")
+    entity = _person(event, ctx, cid)
+    entity["loyalty"]["joinDate"] = joined
+    entity[ctx.tenant]["enteredAt"] = joined
+    return entity
+
+
+def customer_updated_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    data = event.data
+    cid = customer_id(event)
+    entity = _person(event, ctx, cid)
+    status = obj(data.get("customerStatus"))
+    current = text(status.get("currentStatus"))
+    if current is not None:
+        # The member's status, as Capillary states it now, wins over the loyalty type.
+        entity["loyalty"]["status"] = current.lower()
+    details = entity[ctx.tenant]
+    details["statusLabel"] = text(status.get("currentLabel"))
+    details["statusReason"] = text(status.get("reason"))
+    details["updatedAt"] = instant(data.get("enteredAt"), ctx)
+    # Field names only: previous and current values are personal data (and stale ones, too).
+    names = [text(obj(item).get("fieldName")) for item in items(data.get("updatedFields"))]
+    details["updatedFields"] = sorted({n for n in names if n is not None})
+    return entity
+
+
 MAPPERS: dict[tuple[str, str], Mapper] = {
     ("customerAdded", "profile_customer"): customer_profile,
+    ("customerUpdated", "profile_customer"): customer_updated_profile,
 }
 DEFAULT_FAMILIES: dict[str, tuple[str, ...]] = {
     "customerAdded": ("profile_customer",),
+    "customerUpdated": ("profile_customer",),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from worker.events import CanonicalEvent
@@ -25,16 +26,6 @@ def _instore(event: CanonicalEvent) -> dict[str, Any]:
     return obj(obj(event.data.get("customerIdentifiers")).get("instore"))
 
 
-def email(event: CanonicalEvent) -> str | None:
-    """``customerIdentifiers.instore.email`` (stripped, lower-cased), when enrichment sent it."""
-    return _email(_instore(event))
-
-
-def mobile(event: CanonicalEvent) -> str | None:
-    """``customerIdentifiers.instore.mobile`` as sent (digits, often with the country code)."""
-    return text(_instore(event).get("mobile"))
-
-
 def _email(instore: dict[str, Any]) -> str | None:
     found = text(instore.get("email"))
     if found is None or "@" not in found:
@@ -42,27 +33,63 @@ def _email(instore: dict[str, Any]) -> str | None:
     return found.lower()
 
 
-def identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[str, Any]:
-    """customerId (primary, custom namespace), email -> Email, mobile -> Phone; only those present.
+def email(event: CanonicalEvent, ctx: MappingContext) -> str | None:
+    """``customerIdentifiers.instore.email`` (stripped, lower-cased), when enrichment sent it.
 
-    Namespaces that coincide (a misconfiguration) are merged rather than overwritten.
+    None when the organisation hashes emails: a clear address must not travel in another field.
     """
-    idmap: dict[str, list[dict[str, Any]]] = {
-        ctx.customer_namespace: [
-            {"id": cid, "primary": True, "authenticatedState": "authenticated"}
-        ]
-    }
+    if "email" in ctx.hashed_identities:
+        return None
+    return _email(_instore(event))
+
+
+def mobile(event: CanonicalEvent, ctx: MappingContext) -> str | None:
+    """``customerIdentifiers.instore.mobile`` as sent; None when phones are hashed."""
+    if "phone" in ctx.hashed_identities:
+        return None
+    return text(_instore(event).get("mobile"))
+
+
+def _value(kind: str, cid: str, instore: dict[str, Any]) -> str | None:
+    if kind == "customer_id":
+        return cid
+    if kind == "email":
+        return _email(instore)
+    if kind == "phone":
+        return text(instore.get("mobile"))
+    if kind == "external_id":
+        return text(instore.get("externalId"))
+    return text(instore.get("card_number"))
+
+
+def sha256_identity(value: str) -> str:
+    """The hashed form of an identity: sha256 hex of the trimmed, lower-cased value."""
+    return hashlib.sha256(value.strip().lower().encode()).hexdigest()
+
+
+def identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[str, Any]:
+    """Every configured identity the event carries, in ``ctx.identities`` order.
+
+    The configured primary identity is ``primary: true``; when the event does not carry it,
+    the customerId is primary (every event has one). Namespaces that coincide (a
+    misconfiguration) are merged rather than overwritten.
+    """
     instore = _instore(event)
-    if not instore:
-        return idmap
-    for namespace, value in (
-        (ctx.email_namespace, _email(instore)),
-        (ctx.phone_namespace, text(instore.get("mobile"))),
-    ):
-        if value is not None:
-            idmap.setdefault(namespace, []).append(
-                {"id": value, "primary": False, "authenticatedState": "authenticated"}
-            )
+    found: list[tuple[str, str, str]] = []  # (kind, namespace, id)
+    for slot in ctx.identities:
+        value = _value(slot.kind, cid, instore) if instore or slot.kind == "customer_id" else None
+        if value is None:
+            continue
+        found.append((slot.kind, slot.namespace, sha256_identity(value) if slot.hashed else value))
+    primary = ctx.primary_identity
+    if not any(kind == primary for kind, _, _ in found):
+        primary = "customer_id"
+    state = ctx.authenticated_state
+    idmap: dict[str, list[dict[str, Any]]] = {}
+    for kind, namespace, value in found:
+        idmap.setdefault(namespace, []).append(
+            {"id": value, "primary": kind == primary, "authenticatedState": state}
+        )
     return idmap
 
 

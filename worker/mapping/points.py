@@ -1,11 +1,17 @@
 """Points events -> loyalty ExperienceEvents and the points-balance profile fragment.
 
-pointsIssued today; pointsRedeemed (``loyalty.pointsRedemption[]``), pointsExpired,
-pointsExpiryReminder and pointsExpiryChange join here later.
+pointsIssued, pointsRedeemed, pointsExpired, pointsExpiryReminder, pointsExpiryChange.
 
 There is no standard loyalty ``eventType`` in XDM: points events use ``loyalty.<eventName>``
-(SPEC 4). Their ``timestamp`` is Capillary's ``createdAt``: the event carries no other business
-time.
+(SPEC 4). Their ``timestamp`` is ``enteredAt`` when the event has one, else Capillary's
+``createdAt``. Points gained and spent go to the Loyalty Event Details field group
+(``loyalty.pointsGained[]``, ``loyalty.pointsRedemption[]``); what it has no field for (expired
+points, reminders, expiry changes) goes under the tenant object.
+
+The points-balance profile family (``profile_points``) is ``loyalty.points`` (the balance,
+required) and ``loyalty.lifetimePoints`` (when the event carries it), for events that state
+the balance after themselves: pointsIssued and pointsRedeemed by default; pointsExpired only on
+routes that ask for it, since Capillary does not always send its balance.
 """
 
 from __future__ import annotations
@@ -15,8 +21,24 @@ from typing import Any
 
 from worker.events import CanonicalEvent
 from worker.mapping.context import Mapper, MappingContext, MappingError
-from worker.mapping.convert import id_int, id_text, items, number, obj, rfc3339_ms, text
+from worker.mapping.convert import (
+    any_date,
+    business_timestamp,
+    id_int,
+    id_text,
+    items,
+    number,
+    obj,
+    text,
+)
 from worker.mapping.identity import audit, customer_id, event_details, identity_map, profile_details
+
+
+def _required_points(data: dict[str, Any], field: str, what: str) -> float | int:
+    found = number(data.get(field))
+    if found is None:
+        raise MappingError("missing-field", f"/{field}", f"{what} must be a number")
+    return found
 
 
 def _transaction_id(data: dict[str, Any]) -> str | None:
@@ -27,6 +49,12 @@ def _transaction_id(data: dict[str, Any]) -> str | None:
         if key is not None and key.replace("_", "").lower() == "transactionid":
             return text(entry.get("value"))
     return None
+
+
+def _adds_up(parts: list[dict[str, Any]], total: float | int) -> bool:
+    return bool(parts) and math.isclose(
+        sum(p["value"] for p in parts), total, rel_tol=1e-9, abs_tol=1e-9
+    )
 
 
 def _points_gained(
@@ -51,17 +79,26 @@ def _points_gained(
                     "promotionId": text(promo.get("promotionIdentifier")),
                 }
             )
-    if parts and math.isclose(sum(p["value"] for p in parts), total, rel_tol=1e-9, abs_tol=1e-9):
+    if _adds_up(parts, total):
         return parts
     return [{"value": total, "loyaltyProgramId": program, "transactionId": transaction}]
+
+
+def _loyalty_event(
+    event: CanonicalEvent, ctx: MappingContext, cid: str, details: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "timestamp": business_timestamp(event, ctx),
+        "eventType": f"loyalty.{event.name}",
+        "identityMap": identity_map(event, ctx, cid),
+        ctx.tenant: details,
+    }
 
 
 def points_issued_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
     data = event.data
     cid = customer_id(event)
-    total = number(data.get("totalPointsIssued"))
-    if total is None:
-        raise MappingError("missing-field", "/totalPointsIssued", "points issued must be a number")
+    total = _required_points(data, "totalPointsIssued", "points issued")
     program = id_text(data.get("loyaltyProgramId"))
     transaction = _transaction_id(data)
     promotional = [
@@ -77,20 +114,126 @@ def points_issued_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str,
     details["promotionalPoints"] = sum(p for p in promotional if p) if any(promotional) else None
     details["triggeringActivity"] = text(obj(data.get("triggeringActivity")).get("name"))
 
-    return {
-        "timestamp": rfc3339_ms(event.created_at_ms),
-        "eventType": "loyalty.pointsIssued",
-        "identityMap": identity_map(event, ctx, cid),
-        "loyalty": {"pointsGained": _points_gained(data, total, program, transaction)},
-        ctx.tenant: details,
-    }
+    entity = _loyalty_event(event, ctx, cid, details)
+    entity["loyalty"] = {"pointsGained": _points_gained(data, total, program, transaction)}
+    return entity
+
+
+def _redemptions(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [obj(item) for item in items(data.get("redemptionFromEarningPrograms"))]
+
+
+def points_redeemed_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """One ``pointsRedemption[]`` entry per earning program the points came from when they add
+    up to ``totalPointsRedeemed``, else one entry with the total (the sum is always the total)."""
+    data = event.data
+    cid = customer_id(event)
+    total = _required_points(data, "totalPointsRedeemed", "points redeemed")
+    program = id_text(data.get("loyaltyProgramId"))
+    bill = text(data.get("redemptionBillNumber"))
+    parts: list[dict[str, Any]] = []
+    for source in _redemptions(data):
+        value = number(source.get("pointsRedeemed"))
+        if value:
+            parts.append(
+                {
+                    "value": value,
+                    "loyaltyProgramId": id_text(source.get("programId")) or program,
+                    "transactionId": bill,
+                }
+            )
+    if not _adds_up(parts, total):
+        parts = [{"value": total, "loyaltyProgramId": program, "transactionId": bill}]
+
+    details = event_details(event, cid)
+    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    details["pointsRedeemed"] = total
+    details["redeemedPointsCurrencyValue"] = number(data.get("redeemedPointsCurrencyValue"))
+    details["redemptionSummaryId"] = id_text(data.get("redemptionSummaryId"))
+    details["redemptionBillNumber"] = bill
+    group = data.get("isGroupRedemption")
+    details["isGroupRedemption"] = group if type(group) is bool else None
+    details["programCurrentPoints"] = _balance(data)
+
+    entity = _loyalty_event(event, ctx, cid, details)
+    entity["loyalty"] = {"pointsRedemption": parts}
+    return entity
+
+
+def points_expired_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    data = event.data
+    cid = customer_id(event)
+    details = event_details(event, cid)
+    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    details["pointsExpired"] = _required_points(data, "pointsExpired", "points expired")
+    details["programCurrentPoints"] = number(data.get("programCurrentPoints"))
+    return _loyalty_event(event, ctx, cid, details)
+
+
+def points_expiry_reminder_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    data = event.data
+    cid = customer_id(event)
+    expiry = any_date(data.get("scheduledExpiryDate"), ctx)
+    if expiry is None:
+        raise MappingError(
+            "missing-field", "/scheduledExpiryDate", "the expiry date must be a YYYY-MM-DD date"
+        )
+    details = event_details(event, cid)
+    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    details["pointsScheduledForExpiry"] = _required_points(
+        data, "pointsScheduledForExpiry", "points scheduled for expiry"
+    )
+    details["scheduledExpiryDate"] = expiry
+    return _loyalty_event(event, ctx, cid, details)
+
+
+def points_expiry_change_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """``totalPoinstDeducted`` is Capillary's spelling (sic); the corrected one is read too."""
+    data = event.data
+    cid = customer_id(event)
+    deducted = number(data.get("totalPoinstDeducted"))
+    if deducted is None:
+        deducted = number(data.get("totalPointsDeducted"))
+    split = []
+    for item in items(data.get("programPointsSplit")):
+        part = obj(item)
+        split.append(
+            {
+                "pointsAwardedId": id_text(part.get("pointsAwardedId")),
+                "programId": id_int(part.get("programId")),
+                "points": number(part.get("points")),
+                "pointsType": text(part.get("pointsType")),
+            }
+        )
+    details = event_details(event, cid)
+    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    details["pointsDeducted"] = deducted
+    details["pointsSplit"] = split
+    details["reason"] = text(data.get("reason"))
+    return _loyalty_event(event, ctx, cid, details)
+
+
+def _balance(data: dict[str, Any]) -> float | int | None:
+    """The balance after the event: ``programCurrentPoints``, else (pointsRedeemed) that of the
+    redemption source in the event's program, or of the only source."""
+    found = number(data.get("programCurrentPoints"))
+    if found is not None:
+        return found
+    sources = _redemptions(data)
+    program = id_text(data.get("loyaltyProgramId"))
+    for source in sources:
+        if program is not None and id_text(source.get("programId")) == program:
+            return number(source.get("programCurrentPoints"))
+    if len(sources) == 1:
+        return number(sources[0].get("programCurrentPoints"))
+    return None
 
 
 def points_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
-    """The points-balance family: balance and lifetime points as Capillary reports them."""
+    """The points-balance family: the balance after the event, and lifetime points when sent."""
     data = event.data
     cid = customer_id(event)
-    balance = number(data.get("programCurrentPoints"))
+    balance = _balance(data)
     if balance is None:
         raise MappingError(
             "missing-field", "/programCurrentPoints", "the points balance must be a number"
@@ -111,7 +254,17 @@ def points_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]
 MAPPERS: dict[tuple[str, str], Mapper] = {
     ("pointsIssued", "experience_event"): points_issued_event,
     ("pointsIssued", "profile_points"): points_profile,
+    ("pointsRedeemed", "experience_event"): points_redeemed_event,
+    ("pointsRedeemed", "profile_points"): points_profile,
+    ("pointsExpired", "experience_event"): points_expired_event,
+    ("pointsExpired", "profile_points"): points_profile,
+    ("pointsExpiryReminder", "experience_event"): points_expiry_reminder_event,
+    ("pointsExpiryChange", "experience_event"): points_expiry_change_event,
 }
 DEFAULT_FAMILIES: dict[str, tuple[str, ...]] = {
-    "pointsIssued": ("experience_event",),
+    "pointsIssued": ("experience_event", "profile_points"),
+    "pointsRedeemed": ("experience_event", "profile_points"),
+    "pointsExpired": ("experience_event",),
+    "pointsExpiryReminder": ("experience_event",),
+    "pointsExpiryChange": ("experience_event",),
 }

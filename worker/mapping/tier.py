@@ -1,11 +1,18 @@
-"""Tier events -> the tier profile fragment (family ``profile_tier``) and, optionally, an event.
+"""Tier events -> the tier profile fragment (family ``profile_tier``) and loyalty events.
 
-tierUpgraded today; tierDowngraded, tierRenewed and tierDowngradeReminder join here later.
+tierUpgraded, tierDowngraded and tierRenewed state the member's tier after them: each feeds the
+tier profile family and an ExperienceEvent ``loyalty.<eventName>``. tierDowngradeReminder
+changes nothing yet: an ExperienceEvent only.
 
 Capillary tier events carry tier *numbers*; a name is sent only when the event itself lists it
 (``loyaltyProgramDetails.tiers[]``, which may be null) or static configuration gives it
 (``MappingContext.tier_names``). Never from a cache of earlier events: the same event must
 always produce the same output (DESIGN 7).
+
+The tier family: ``loyalty.tier`` (name, when known), ``loyalty.tierExpiryDate`` (a date),
+``loyalty.upgradeDate`` (upgrades only: "when the person was upgraded to the current tier"),
+and ``_capillary.tierNumber`` (always), ``previousTierNumber``, ``upgradeType`` /
+``renewType``.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import Any
 from worker.events import CanonicalEvent
 from worker.mapping.context import Mapper, MappingContext, MappingError
 from worker.mapping.convert import (
+    any_date,
+    business_timestamp,
     calendar_date,
     id_int,
     items,
@@ -30,6 +39,14 @@ from worker.mapping.identity import (
     identity_map,
     profile_details,
 )
+
+# event name -> the data field holding the member's tier number after the event
+TIER_FIELD = {
+    "tierUpgraded": "upgradedTierNumber",
+    "tierDowngraded": "downgradedTierNumber",
+    "tierRenewed": "currentTierNumber",
+    "tierDowngradeReminder": "currentTierNumber",
+}
 
 
 def tier_name(data: dict[str, Any], number: int, ctx: MappingContext) -> str | None:
@@ -53,56 +70,70 @@ def tier_expiry(data: dict[str, Any], ctx: MappingContext) -> str | None:
     )
 
 
-def _new_tier(data: dict[str, Any], field: str) -> int:
-    found = id_int(data.get(field))
+def _tier_number(event: CanonicalEvent) -> int:
+    field = TIER_FIELD[event.name]
+    found = id_int(event.data.get(field))
     if found is None:
-        raise MappingError("missing-field", f"/{field}", "the new tier number is required")
+        raise MappingError("missing-field", f"/{field}", "the tier number is required")
     return found
 
 
-def tier_upgraded_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
-    data = event.data
-    cid = customer_id(event)
-    number = _new_tier(data, "upgradedTierNumber")
-
-    details = profile_details(event, cid)
+def _tier_details(data: dict[str, Any], details: dict[str, Any], number: int) -> dict[str, Any]:
     details["tierNumber"] = number
     details["previousTierNumber"] = id_int(data.get("previousTierNumber"))
-    details["upgradeType"] = text(data.get("upgradeType"))
     details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    details["upgradeType"] = text(data.get("upgradeType"))
+    details["renewType"] = text(data.get("renewType"))
+    return details
+
+
+def tier_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    data = event.data
+    cid = customer_id(event)
+    number = _tier_number(event)
+    upgraded = event.name == "tierUpgraded"
     return {
         "identityMap": identity_map(event, ctx, cid),
         "loyalty": {
             "tier": tier_name(data, number, ctx),
-            "upgradeDate": rfc3339_ms(event.created_at_ms),
+            "upgradeDate": rfc3339_ms(event.created_at_ms) if upgraded else None,
             "tierExpiryDate": tier_expiry(data, ctx),
         },
         "extSourceSystemAudit": audit(event),
-        ctx.tenant: details,
+        ctx.tenant: _tier_details(data, profile_details(event, cid), number),
     }
 
 
-def tier_upgraded_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
-    """Not a default: routes may ask for it to keep a tier history as ExperienceEvents."""
+def tier_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
     data = event.data
     cid = customer_id(event)
-    number = _new_tier(data, "upgradedTierNumber")
-    details = event_details(event, cid)
-    details["tierNumber"] = number
-    details["previousTierNumber"] = id_int(data.get("previousTierNumber"))
-    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    number = _tier_number(event)
+    details = _tier_details(data, event_details(event, cid), number)
+    details["tierName"] = tier_name(data, number, ctx)
+    if event.name == "tierDowngradeReminder":
+        details["scheduledDowngradeDate"] = any_date(data.get("scheduledDowngradeDate"), ctx)
+    else:
+        details["tierExpiryDate"] = tier_expiry(data, ctx)
     return {
-        "timestamp": rfc3339_ms(event.created_at_ms),
-        "eventType": "loyalty.tierUpgraded",
+        "timestamp": business_timestamp(event, ctx),
+        "eventType": f"loyalty.{event.name}",
         "identityMap": identity_map(event, ctx, cid),
         ctx.tenant: details,
     }
 
 
 MAPPERS: dict[tuple[str, str], Mapper] = {
-    ("tierUpgraded", "profile_tier"): tier_upgraded_profile,
-    ("tierUpgraded", "experience_event"): tier_upgraded_event,
+    ("tierUpgraded", "profile_tier"): tier_profile,
+    ("tierUpgraded", "experience_event"): tier_event,
+    ("tierDowngraded", "profile_tier"): tier_profile,
+    ("tierDowngraded", "experience_event"): tier_event,
+    ("tierRenewed", "profile_tier"): tier_profile,
+    ("tierRenewed", "experience_event"): tier_event,
+    ("tierDowngradeReminder", "experience_event"): tier_event,
 }
 DEFAULT_FAMILIES: dict[str, tuple[str, ...]] = {
-    "tierUpgraded": ("profile_tier",),
+    "tierUpgraded": ("experience_event", "profile_tier"),
+    "tierDowngraded": ("experience_event", "profile_tier"),
+    "tierRenewed": ("experience_event", "profile_tier"),
+    "tierDowngradeReminder": ("experience_event",),
 }
