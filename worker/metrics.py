@@ -75,6 +75,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.timestamps_clamped = Counter(
+            "capaep_timestamps_clamped",
+            "ExperienceEvent timestamps beyond now + mapping.max_future_skew_s, clamped",
+            registry=r,
+        )
 
     def total(self, counter: Counter) -> float:
         """Sum of a counter over all its label values (summaries and tests)."""

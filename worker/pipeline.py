@@ -105,14 +105,7 @@ class Pipeline:
             name: tuple(t for t in ts if not t.family.startswith("profile_"))
             for name, ts in routes.items()
         }
-        self.ctx = MappingContext(
-            tenant=settings.mapping.tenant,
-            customer_namespace=settings.mapping.customer_namespace,
-            email_namespace=settings.mapping.email_namespace,
-            phone_namespace=settings.mapping.phone_namespace,
-            source_timezone=settings.mapping.source_timezone,
-            tier_names=dict(settings.mapping.tier_names) or None,
-        )
+        self.ctx = MappingContext.from_settings(settings.mapping)
         b = settings.batching
         self.batcher: Batcher[Part] = Batcher(b.max_messages, b.max_bytes, b.linger_s)
         self.tracker = OffsetTracker()
@@ -237,6 +230,9 @@ class Pipeline:
                 self.guard.valid()
         for topic, n in consumed.items():
             self.metrics.consumed.labels(topic).inc(n)
+        clamped = self.ctx.clamps.take()
+        if clamped:
+            self.metrics.timestamps_clamped.inc(clamped)
 
     def _transform(self, event: CanonicalEvent, target: Target, part: Part) -> bytes | None:
         """The DCS message bytes for one target, or None after dead-lettering this part."""
