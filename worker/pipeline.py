@@ -21,7 +21,7 @@ from typing import Any, cast
 import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 
-from worker import replay_mark
+from worker import replay_mark, tracing
 from worker.aep.delivery import Deliverer
 from worker.batching import Batch, Batcher, MessageTooLarge
 from worker.config import Settings
@@ -36,6 +36,7 @@ from worker.mapping import MappingContext, MappingError, build_entity
 from worker.metrics import Metrics
 from worker.offsets import TP, OffsetTracker
 from worker.rate_limit import RateLimit
+from worker.record_age import UnfinishedAges
 from worker.routing import Target
 from worker.run_bounds import RunBounds
 from worker.schemas import SchemaStore
@@ -58,6 +59,7 @@ class Part:
     event: str
     target: str
     nbytes: int
+    created_ms: int | None = None  # the event's createdAt, for end-to-end latency
 
 
 def source_record(msg: Message) -> SourceRecord:
@@ -109,6 +111,7 @@ class Pipeline:
         b = settings.batching
         self.batcher: Batcher[Part] = Batcher(b.max_messages, b.max_bytes, b.linger_s)
         self.tracker = OffsetTracker()
+        self.ages = UnfinishedAges()
         self.guard = DlqGuard(settings.dlq_guard)
         self.in_flight_bytes = 0
         self.pause_reasons: dict[str, str] = {}
@@ -145,6 +148,7 @@ class Pipeline:
         consumed: dict[str, int] = {}
         bounds = self.bounds
         replay_below = self._replay_below
+        last_tp: TP | None = None
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -154,6 +158,9 @@ class Pipeline:
             partition = msg.partition() or 0
             tp = (topic, partition)
             offset = msg.offset() or 0
+            if tp != last_tp:  # first of a run: the timestamp for the oldest-unfinished age
+                last_tp = tp
+                self.ages.mark(tp, offset, msg)
             consumed[topic] = consumed.get(topic, 0) + 1
             generation = tracker.generation(tp)
             if generation is None or self.guard.tripped:
@@ -204,7 +211,10 @@ class Pipeline:
             tracker.add(tp, offset, generation, len(targets))
             valid = True
             for target in targets:
-                part = Part(tp, offset, generation, msg, event.name, target.name, len(value))
+                part = Part(
+                    tp, offset, generation, msg, event.name, target.name, len(value),
+                    event.created_at_ms,
+                )
                 payload = self._transform(event, target, part)
                 if payload is None:
                     valid = False
@@ -284,7 +294,8 @@ class Pipeline:
             # Never finished, so never committed past; the process stops loudly.
             self.tracker.add(tp, offset, generation, 1)
             self.fatal = f"{what} at {tp[0]}[{tp[1]}]@{offset} and policy is 'fail'"
-            log.error("policy_fail", what=what, topic=tp[0], partition=tp[1], offset=offset)
+            with tracing.bound(tracing.from_headers(msg.headers())):
+                log.error("policy_fail", what=what, topic=tp[0], partition=tp[1], offset=offset)
             self._stop.set()
             return
         self.tracker.add(tp, offset, generation, 1)
@@ -334,11 +345,21 @@ class Pipeline:
             return
         if part.target == "":
             part.nbytes = 0
-        self.dlq.send(source_record(part.msg), why, (part, why.stage, why.error_kind))
+        src = source_record(part.msg)
+        trace = tracing.from_headers(src.headers)
+        if trace is not None:
+            why.extra["trace-id"] = trace.trace_id
+        with tracing.bound(trace, topic=part.tp[0], partition=part.tp[1], offset=part.offset):
+            log.warning(
+                "record_dead_lettered", stage=why.stage, error_class=why.error_class,
+                error_kind=why.error_kind, path=why.path or None, target=part.target or None,
+                event_name=part.event or None,
+            )
+        self.dlq.send(src, why, (part, why.stage, why.error_class, why.error_kind))
 
     def _dlq_acked(self, token: Any) -> None:
-        part, stage, kind = token
-        self.metrics.dead_lettered.labels(stage, kind).inc()
+        part, stage, error_class, kind = token
+        self.metrics.dead_lettered.labels(stage, error_class, kind).inc()
         self._finish(part)
 
     def _dlq_availability(self, available: bool) -> None:
@@ -359,12 +380,11 @@ class Pipeline:
     # DeliverySink -------------------------------------------------------------------------
 
     def accepted(self, item: Part, xaction_id: str | None) -> None:
-        self.metrics.delivered.labels(item.event or "other", item.target).inc()
         ts_type, ts = item.msg.timestamp()
-        if ts_type != TIMESTAMP_NOT_AVAILABLE:
-            self.metrics.e2e_latency.labels(item.event or "other").observe(
-                max(time.time() - ts / 1000, 0)
-            )
+        self.metrics.accepted(
+            item.event or "other", item.target, time.time(), item.created_ms,
+            None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
+        )
         self._finish(item)
 
     def rejected(
@@ -447,6 +467,14 @@ class Pipeline:
         ):
             self._set_pause("backpressure", None)
             log.info("backpressure_resume", records=records, bytes=nbytes)
+
+    def observe(self) -> None:
+        """Refresh the gauges that are not updated on the way (called about once a second)."""
+        owned = self.tracker.owned()
+        self.metrics.set_unfinished_ages(
+            self.ages.ages(self.tracker.oldest_pending(), owned, time.time())
+        )
+        self.metrics.paused_partitions.set(len(owned) if self._paused else 0)
 
     async def _reconcile_pause(self) -> None:
         want = bool(self.pause_reasons)
@@ -536,7 +564,9 @@ class Pipeline:
         offsets = self._commit_offsets()
         if not offsets:
             return
+        started = time.monotonic()
         ok = await self.consumer.commit(offsets)
+        self.metrics.commit_duration.observe(time.monotonic() - started)
         if ok:
             self.tracker.mark_committed({tp: o for tp, (o, _) in offsets.items()})
             for tp, (o, _) in offsets.items():
