@@ -164,20 +164,61 @@ class AepSettings(_Model):
         return self.client_secret.get_secret_value() if self.client_secret else None
 
 
+class RouteCredentials(_Model):
+    """A route's own IMS credentials (another AEP organisation); unset keys come from ``aep``."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    ims_url: str | None = None
+    scopes: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RouteCredentials:
+        if self.client_secret is None and self.client_secret_file is None:
+            raise ValueError("routes.credentials needs client_secret or client_secret_file")
+        if self.ims_url is not None:
+            _check_url("routes.credentials.ims_url", self.ims_url)
+        return self
+
+    def secret_value(self) -> str | None:
+        """Read on every call so a rotated Secret volume is picked up."""
+        if self.client_secret_file is not None:
+            return self.client_secret_file.read_text().strip()
+        return self.client_secret.get_secret_value() if self.client_secret else None
+
+
 class RouteSettings(_Model):
-    """One delivery target: which events feed it, and where they go."""
+    """One delivery target: which events of which Capillary orgs feed it, and where they go."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     family: Family
     inlet_url: str
     dataset_id: str = Field(min_length=1)
-    schema_id: str = Field(min_length=1)
+    schema_id: str = Field(
+        min_length=1, description="the dataset schema's $id, or its id under xdm.tenant_id"
+    )
     flow_id: str = Field(min_length=1)
-    format: Literal["xdm"] = "xdm"
+    format: Literal["xdm", "raw"] = Field(
+        default="xdm", description="raw: source-shaped JSON to the single endpoint (Data Prep)"
+    )
+    upsert: bool = Field(
+        default=False, description="raw profile routes: header operations.data = merge"
+    )
     authenticated: bool = True
     source_name: str = "Capillary"
     events: list[str] | None = Field(
-        default=None, description="event names feeding this target (default: the family's)"
+        default=None,
+        description="event names feeding this target (default: the family's; ['*']: every "
+        "event the family maps)",
+    )
+    capillary_org_ids: list[int] | None = Field(
+        default=None, description="Capillary orgIds this route takes (default: any)"
+    )
+    ims_org_id: str | None = Field(default=None, description="AEP org (default aep.org_id)")
+    sandbox_name: str | None = Field(default=None, description="default aep.sandbox_name")
+    credentials: RouteCredentials | None = Field(
+        default=None, description="own IMS credentials (default: those of aep)"
     )
 
     @model_validator(mode="after")
@@ -185,6 +226,14 @@ class RouteSettings(_Model):
         _check_url("routes.inlet_url", self.inlet_url)
         if "/collection/" not in urlparse(self.inlet_url).path:
             raise ValueError("routes.inlet_url must be a DCS inlet URL ending /collection/<inlet>")
+        if self.upsert and (self.format != "raw" or self.family == "experience_event"):
+            raise ValueError(
+                f"routes[{self.name}].upsert needs format 'raw' and a profile family"
+            )
+        if self.ims_org_id is not None and not self.ims_org_id.endswith("@AdobeOrg"):
+            raise ValueError(f"routes[{self.name}].ims_org_id must look like <ORG>@AdobeOrg")
+        if self.events is not None and "*" in self.events and len(self.events) > 1:
+            raise ValueError(f"routes[{self.name}].events: '*' stands alone")
         return self
 
 
@@ -249,11 +298,46 @@ class DeliverySettings(_Model):
     retry_after_cap_s: float = Field(default=300, gt=0, le=3600)
     server_error_retries: int = Field(default=3, ge=0, le=100)
     blocked_probe_interval_s: float = Field(default=30, gt=0, le=3600)
+    raw_concurrency: int = Field(
+        default=16, ge=1, le=256, description="raw routes: single-message requests in flight"
+    )
 
 
 class PolicySettings(_Model):
     unknown_event: Policy = "dlq"
     tombstone: Policy = "filter"
+    allowed_org_ids: list[int] | None = Field(
+        default=None, description="Capillary orgIds processed; others are filtered (default: all)"
+    )
+
+
+class ProfileOrderSettings(_Model):
+    max_identities: int = Field(
+        default=1_000_000, ge=1, description="identities whose last delivered update is kept (LRU)"
+    )
+
+
+class XdmSettings(_Model):
+    """The users' own XDM schemas (exported from the Schema Registry) and their tenant."""
+
+    schemas_dir: Path | None = Field(
+        default=None, description="directory of exported XDM schemas, resolved offline"
+    )
+    tenant_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9]+$", description="AEP tenant id, without the _"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> XdmSettings:
+        if self.schemas_dir is not None and not self.schemas_dir.is_dir():
+            raise ValueError("xdm.schemas_dir: directory not found")
+        return self
+
+    def schema_id(self, value: str) -> str:
+        """A route's schema_id as a full $id: short ids are taken under the tenant."""
+        if value.startswith(("https://", "http://")) or self.tenant_id is None:
+            return value
+        return f"https://ns.adobe.com/{self.tenant_id}/schemas/{value}"
 
 
 class DlqGuardSettings(_Model):
@@ -297,6 +381,8 @@ class Settings(BaseSettings):
     flow: FlowSettings = Field(default_factory=FlowSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    profile_order: ProfileOrderSettings = Field(default_factory=ProfileOrderSettings)
+    xdm: XdmSettings = Field(default_factory=XdmSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -305,7 +391,22 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"routes: duplicate target names {dupes}")
-        if any(r.authenticated for r in self.routes):
+        inlet_credentials: dict[str, str | None] = {}
+        for r in self.routes:
+            who = r.credentials.client_id if r.credentials else None
+            if inlet_credentials.setdefault(r.inlet_url, who) != who:
+                raise ValueError(
+                    f"routes[{r.name}]: routes sharing an inlet_url must share credentials"
+                )
+        tenant_id = self.xdm.tenant_id
+        if tenant_id is not None:
+            if "tenant" not in self.mapping.model_fields_set:
+                # Custom fields live under _{tenant id} in the users' own schemas.
+                mapping = self.mapping.model_copy(update={"tenant": f"_{tenant_id}"})
+                object.__setattr__(self, "mapping", mapping)
+            elif self.mapping.tenant != f"_{tenant_id}":
+                raise ValueError(f"mapping.tenant must be _{tenant_id} (xdm.tenant_id) or unset")
+        if any(r.authenticated and r.credentials is None for r in self.routes):
             if not self.aep.client_id:
                 raise ValueError("aep.client_id is required for authenticated routes")
             if self.aep.client_secret is None and self.aep.client_secret_file is None:

@@ -18,26 +18,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 
 from worker import replay_mark, tracing
 from worker.aep.delivery import Deliverer
-from worker.batching import Batch, Batcher, MessageTooLarge
+from worker.batching import BODY_OVERHEAD, Batch, Batcher, MessageTooLarge
 from worker.config import Settings
 from worker.dlq import DeadLetter, SourceRecord
 from worker.dlq_guard import DlqGuard
 from worker.dlq_producer import DeadLetterProducer
-from worker.events import CanonicalEvent, DecodeError, decode
+from worker.events import CanonicalEvent, DecodeError, customer_id, decode
 from worker.health import HealthState
 from worker.kafka import GUARD_MARK, Assigned, ConsumerOwner, describe_error
 from worker.logs import get_logger
-from worker.mapping import MappingContext, MappingError, build_entity
+from worker.mapping import MappingContext
 from worker.metrics import Metrics
 from worker.offsets import TP, OffsetTracker
+from worker.profile_order import ProfileOrder
 from worker.rate_limit import RateLimit
 from worker.record_age import UnfinishedAges
-from worker.routing import Target
+from worker.rendering import RenderError, render
+from worker.routing import RouteTable, Target
 from worker.run_bounds import RunBounds
 from worker.schemas import SchemaStore
 
@@ -60,6 +61,21 @@ class Part:
     target: str
     nbytes: int
     created_ms: int | None = None  # the event's createdAt, for end-to-end latency
+    order_key: tuple[str, int, str] | None = None  # (target, orgId, customerId): profiles only
+
+
+class _Queues:
+    """Batches waiting for a delivery slot; raw single-message requests apart from batch
+    requests (each with its own concurrency), so neither waits behind the other."""
+
+    __slots__ = ("batches", "singles")
+
+    def __init__(self) -> None:
+        self.batches: deque[Batch[Part]] = deque()
+        self.singles: deque[Batch[Part]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.batches) + len(self.singles)
 
 
 def source_record(msg: Message) -> SourceRecord:
@@ -81,7 +97,7 @@ class Pipeline:
         settings: Settings,
         schemas: SchemaStore,
         targets: dict[str, Target],
-        routes: dict[str, tuple[Target, ...]],
+        routes: RouteTable,
         *,
         metrics: Metrics,
         health: HealthState,
@@ -103,10 +119,7 @@ class Pipeline:
         self._bounds_paused: set[TP] = set()
         # Below a replay mark's offset, records go to ExperienceEvent targets only (replay_mark).
         self._replay_below: dict[TP, int] = {}
-        self.replay_routes = {
-            name: tuple(t for t in ts if not t.family.startswith("profile_"))
-            for name, ts in routes.items()
-        }
+        self.replay_routes = routes.restricted(lambda t: not t.family.startswith("profile_"))
         self.ctx = MappingContext.from_settings(settings.mapping)
         b = settings.batching
         self.batcher: Batcher[Part] = Batcher(b.max_messages, b.max_bytes, b.linger_s)
@@ -116,8 +129,13 @@ class Pipeline:
         self.in_flight_bytes = 0
         self.pause_reasons: dict[str, str] = {}
         self._paused = False
-        self._queue: deque[Batch[Part]] = deque()
+        self._queue = _Queues()
         self._active: set[asyncio.Task[None]] = set()
+        self._raw_active: set[asyncio.Task[None]] = set()  # the raw requests among _active
+        allowed = settings.policy.allowed_org_ids
+        self.allowed_orgs = None if allowed is None else frozenset(allowed)
+        self.order: ProfileOrder[Part] = ProfileOrder(settings.profile_order.max_identities)
+        self._draining = False  # revoking or shutting down: released updates go out at once
         self._stop = asyncio.Event()
         self.fatal: str | None = None
         self.closing = False
@@ -143,7 +161,6 @@ class Pipeline:
 
     def _process(self, msgs: list[Message]) -> None:
         tracker = self.tracker
-        batcher = self.batcher
         policy = self.settings.policy
         consumed: dict[str, int] = {}
         bounds = self.bounds
@@ -182,10 +199,14 @@ class Pipeline:
                     DeadLetter("decode", "DecodeError", exc.kind, str(exc), path=exc.path),
                 )
                 continue
+            if self.allowed_orgs is not None and event.org_id not in self.allowed_orgs:
+                tracker.add(tp, offset, generation, 0)  # other organisations, on purpose
+                self.metrics.filtered.labels("org-not-allowed").inc()
+                continue
             routes = self.routes
             if replay_below and offset < replay_below.get(tp, -1):
                 routes = self.replay_routes
-            targets = routes.get(event.name)
+            targets = routes.lookup(event.org_id, event.name)
             if targets is not None and not targets:  # profile-only event in a replay
                 tracker.add(tp, offset, generation, 0)
                 self.metrics.filtered.labels("replay-profile-skip").inc()
@@ -221,21 +242,10 @@ class Pipeline:
                     continue
                 part.nbytes = len(payload)
                 self.in_flight_bytes += part.nbytes
-                try:
-                    full = batcher.add(target.name, part, payload)
-                except MessageTooLarge as exc:
-                    self.in_flight_bytes -= part.nbytes
-                    valid = False
-                    self._dead_letter(
-                        part,
-                        DeadLetter(
-                            "transform", "MessageTooLarge", "too-large", str(exc),
-                            target=target.name, event_name=event.name,
-                        ),
-                    )
-                    continue
-                if full is not None:
-                    self._enqueue(full)
+                if target.ordered:
+                    valid = self._offer(target, part, payload, event) and valid
+                else:
+                    valid = self._submit(target, part, payload) and valid
             if valid:
                 self.guard.valid()
         for topic, n in consumed.items():
@@ -245,41 +255,79 @@ class Pipeline:
             self.metrics.timestamps_clamped.inc(clamped)
 
     def _transform(self, event: CanonicalEvent, target: Target, part: Part) -> bytes | None:
-        """The DCS message bytes for one target, or None after dead-lettering this part."""
+        """The message bytes for one target, or None after dead-lettering this part."""
         try:
-            entity = build_entity(event, target.family, target.name, self.ctx)
-        except MappingError as exc:
+            return render(event, target, self.ctx)
+        except RenderError as exc:
+            self._dead_letter(part, exc.why)
+            return None
+
+    def _submit(self, target: Target, part: Part, payload: bytes) -> bool:
+        """Into the target's batch (raw: a request of its own); False if dead-lettered."""
+        if target.raw:
+            self._enqueue(Batch(target.name, [part], [payload], len(payload) + BODY_OVERHEAD, 0))
+            return True
+        try:
+            full = self.batcher.add(target.name, part, payload)
+        except MessageTooLarge as exc:
+            self.in_flight_bytes -= part.nbytes
+            part.nbytes = 0
+            if part.order_key is not None:
+                self.order.finished(part.order_key, part, delivered=False)
             self._dead_letter(
                 part,
                 DeadLetter(
-                    "transform", "MappingError", exc.kind, str(exc), path=exc.path,
-                    target=target.name, event_name=event.name,
+                    "transform", "MessageTooLarge", "too-large", str(exc),
+                    target=target.name, event_name=part.event,
                 ),
             )
-            return None
-        violation = target.validator.first_violation(entity)
-        if violation is not None:
-            self._dead_letter(
-                part,
-                DeadLetter(
-                    "validate", "XdmViolation", violation.keyword, str(violation),
-                    path=violation.path, target=target.name, event_name=event.name,
-                ),
-            )
-            return None
-        entity_json = orjson.dumps(entity)
-        if len(entity_json) > target.size_limit:
-            self._dead_letter(
-                part,
-                DeadLetter(
-                    "transform", "ProfileSizeLimit", "profile-size-limit",
-                    f"xdmEntity is {len(entity_json)} bytes; the Profile store drops "
-                    f"{target.family} over {target.size_limit}",
-                    target=target.name, event_name=event.name,
-                ),
-            )
-            return None
-        return target.message(entity_json)
+            return False
+        if full is not None:
+            self._enqueue(full)
+        return True
+
+    # -- profiles never go backwards (worker.profile_order) -------------------------------------
+
+    def _offer(self, target: Target, part: Part, payload: bytes, event: CanonicalEvent) -> bool:
+        cid = customer_id(event)
+        if cid is None:  # no identity to order by (the input schema normally prevents it)
+            return self._submit(target, part, payload)
+        key = part.order_key = (target.name, event.org_id, cid)
+        offer = self.order.offer(key, event.created_at_ms, part, payload)
+        if offer.superseded is not None:
+            self._superseded(offer.superseded)
+        return self._submit(target, part, payload) if offer.send else True
+
+    def _superseded(self, part: Part) -> None:
+        """A newer update of the same identity replaces this one: it is never sent."""
+        self.metrics.filtered.labels("superseded").inc()
+        self._finish(part)
+        part.nbytes = 0
+
+    def _release(self, part: Part, delivered: bool) -> None:
+        """``part`` (a profile update) left flight: send the update that waited for it."""
+        assert part.order_key is not None
+        released = self.order.finished(part.order_key, part, delivered)
+        if released is None:
+            return
+        if not released.send:
+            self._superseded(released.item)
+            return
+        target = self.targets[released.item.target]
+        if self._submit(target, released.item, released.payload) and self._draining:
+            for batch in self.batcher.flush(target.name):
+                self._enqueue(batch)
+
+    def _sendable(self, batch: Batch[Part]) -> Batch[Part] | None:
+        """The batch without the updates superseded while it waited (None if none is left)."""
+        order = self.order
+        keep = [
+            i for i, part in enumerate(batch.items)
+            if part.order_key is None or order.sending(part.order_key, part)
+        ]
+        if len(keep) == len(batch.items):
+            return batch
+        return batch.subset(keep) if keep else None
 
     def _policy(
         self, msg: Message, tp: TP, offset: int, generation: int, what: str, policy: str,
@@ -386,6 +434,8 @@ class Pipeline:
             None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
         )
         self._finish(item)
+        if item.order_key is not None:
+            self._release(item, delivered=True)
 
     def rejected(
         self, item: Part, status: int | None, reason: str, batch_id: str | None
@@ -400,6 +450,8 @@ class Pipeline:
                 aep_batch_id=batch_id,
             ),
         )
+        if item.order_key is not None:
+            self._release(item, delivered=False)
 
     def blocked(self, reason: str | None) -> None:
         self.health.blocked = reason
@@ -419,22 +471,40 @@ class Pipeline:
         self.metrics.batches.labels(batch.key).inc()
         self.metrics.batch_records.observe(len(batch.items))
         self.metrics.batch_bytes.observe(batch.nbytes)
-        self._queue.append(batch)
+        if self.targets[batch.key].raw:
+            self._queue.singles.append(batch)
+        else:
+            self._queue.batches.append(batch)
         self._pump()
 
     def _pump(self) -> None:
-        limit = self.settings.delivery.concurrency
-        while self._queue and len(self._active) < limit:
-            batch = self._queue.popleft()
+        d = self.settings.delivery
+        self._dispatch(self._queue.batches, d.concurrency, None)
+        self._dispatch(self._queue.singles, d.raw_concurrency, self._raw_active)
+
+    def _dispatch(
+        self, queue: deque[Batch[Part]], limit: int, raw: set[asyncio.Task[None]] | None
+    ) -> None:
+        while queue and (
+            len(raw) < limit if raw is not None else len(self._active) - len(self._raw_active)
+            < limit
+        ):
+            batch = queue.popleft()
             target = self.targets[batch.key]
-            task = asyncio.create_task(
-                self.deliverer.deliver(target.batch_url, batch, target.headers)
-            )
+            if target.ordered:
+                sendable = self._sendable(batch)
+                if sendable is None:
+                    continue
+                batch = sendable
+            task = asyncio.create_task(self.deliverer.deliver(target.url, batch, target.headers))
             self._active.add(task)
+            if raw is not None:
+                raw.add(task)
             task.add_done_callback(self._delivered)
 
     def _delivered(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)
+        self._raw_active.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # deliver() never raises by contract; if it does, its records stay unfinished
             # (never committed) and the loud log says why.
@@ -515,6 +585,7 @@ class Pipeline:
     async def partitions_revoked(self, tps: list[TP]) -> dict[TP, tuple[int, str]]:
         if not self.closing:
             # Hand everything buffered to delivery, then wait (bounded) for these partitions.
+            self._draining = True
             for batch in self.batcher.flush():
                 self._enqueue(batch)
             loop = asyncio.get_running_loop()
@@ -522,6 +593,8 @@ class Pipeline:
             # Polled: completions arrive from delivery tasks and DLQ acks alike.
             while loop.time() < deadline and any(self.tracker.pending(t) for t in tps):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+            self._draining = False
+        self._forget_waiting(tps)
         offsets = self._commit_offsets(tps)
         for tp in tps:
             self.tracker.revoke(tp)
@@ -529,7 +602,15 @@ class Pipeline:
             self._replay_below.pop(tp, None)
         return offsets
 
+    def _forget_waiting(self, tps: list[TP]) -> None:
+        """Waiting profile updates of partitions we no longer own are not ours to send."""
+        gone = set(tps)
+        for part in self.order.forget_waiting(lambda p: p.tp in gone):
+            self.in_flight_bytes -= part.nbytes
+            part.nbytes = 0
+
     async def partitions_lost(self, tps: list[TP]) -> None:
+        self._forget_waiting(tps)
         for tp in tps:
             self.tracker.revoke(tp)
             self._assigned_at.pop(tp, None)
@@ -674,6 +755,7 @@ class Pipeline:
     async def shutdown(self) -> None:
         """Stop consuming → drain until the deadline → cancel → flush DLQ → commit → close."""
         self.health.draining = True
+        self._draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown.drain_timeout_s
         for batch in self.batcher.flush():

@@ -11,10 +11,10 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from worker.aep.auth import ImsConfigError, ImsUnavailable, TokenProvider
-from worker.aep.client import DcsClient, HttpSettings
+from worker.aep.client import HttpSettings
 from worker.aep.delivery import Deliverer, DeliveryPolicy
 from worker.config import ConfigError, Settings
+from worker.connections import AepConnections
 from worker.dlq_producer import (
     BROKER_DEFAULT_MAX_MESSAGE_BYTES,
     DeadLetterProducer,
@@ -91,10 +91,8 @@ async def run_worker(
     started = time.monotonic()
     metrics = metrics or Metrics()
     try:
-        schemas = SchemaStore()
-        targets, routes = build_routes(
-            settings.routes, settings.aep.org_id, schemas, MAPPERS.keys(), DEFAULT_FAMILIES
-        )
+        schemas = SchemaStore(user_xdm=settings.xdm.schemas_dir)
+        targets, routes = build_routes(settings, schemas, MAPPERS.keys(), DEFAULT_FAMILIES)
     except (SchemaLoadError, RoutingError) as exc:
         return RunResult(EXIT_CONFIG, metrics, 0.0, error=str(exc))
 
@@ -106,24 +104,11 @@ async def run_worker(
         ca_bundle=str(settings.aep.ca_bundle) if settings.aep.ca_bundle else None,
         request_timeout=d.request_timeout_s,
     )
-    tokens: TokenProvider | None = None
-    if any(t.authenticated for t in targets.values()):
-        tokens = TokenProvider(
-            ims_url=settings.aep.ims_url,
-            client_id=settings.aep.client_id or "",
-            client_secret=settings.aep.secret_value,
-            scope=settings.aep.scopes,
-        )
-    client = DcsClient.create(http, tokens=tokens, sandbox_name=settings.aep.sandbox_name)
+    # One token provider per distinct credential set (routes may feed other AEP orgs).
+    conns = AepConnections.build(settings, targets, http)
     health_server: HealthServer | None = None
     try:
-        if tokens is not None:
-            try:
-                await tokens.get()
-            except ImsConfigError as exc:
-                return RunResult(EXIT_CONFIG, metrics, 0.0, error=str(exc))
-            except ImsUnavailable as exc:
-                log.warning("ims_unavailable_at_start", error=str(exc)[:200])
+        await conns.check_tokens()
         health.token_ok = True
 
         pipeline = Pipeline(
@@ -145,7 +130,7 @@ async def run_worker(
             blocked_probe_interval=d.blocked_probe_interval_s,
             request_timeout=d.request_timeout_s,
         )
-        deliverer: Deliverer[Part] = Deliverer(client, policy, pipeline)
+        deliverer: Deliverer[Part] = Deliverer(conns.router, policy, pipeline)
         consumer = ConsumerOwner(
             settings.kafka, pipeline, loop,
             callback_timeout_s=settings.shutdown.revoke_drain_timeout_s + 30,
@@ -174,7 +159,7 @@ async def run_worker(
             topics=settings.kafka.topics or settings.kafka.topic_pattern,
             group=settings.kafka.group_id,
             targets=sorted(targets),
-            events=sorted(routes),
+            events=routes.event_names(),
         )
         try:
             await pipeline.run()
@@ -191,6 +176,4 @@ async def run_worker(
     finally:
         if health_server is not None:
             await health_server.stop()
-        await client.close()
-        if tokens is not None:
-            await tokens.close()
+        await conns.close()

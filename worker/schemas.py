@@ -5,6 +5,10 @@ XDM schemas (draft-06, like Adobe's) live anywhere under ``schemas/xdm/`` and re
 other by absolute ``https://ns.adobe.com/...`` ids; every such ``$ref`` is resolved from the
 local files and never fetched over the network.
 
+A user's own XDM schemas, exported from their Schema Registry (``xdm.schemas_dir``), load the
+same way from their directory, after ours: their ``$id``s win over ours, so an exported
+standard class or field group replaces our copy, and their tenant schemas can refer to ours.
+
 Violations are reported without the offending value: validator messages quote the instance,
 and instance values can be emails or phone numbers.
 """
@@ -101,13 +105,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 class SchemaStore:
     """Every schema under a root directory, compiled once."""
 
-    def __init__(self, root: Path = DEFAULT_ROOT) -> None:
+    def __init__(self, root: Path = DEFAULT_ROOT, user_xdm: Path | None = None) -> None:
         self.root = root
         self._capillary: dict[str, Validator] = {}
         self._xdm_docs: dict[str, dict[str, Any]] = {}
         self._xdm: dict[str, Validator] = {}
+        self.user_schema_ids: list[str] = []
         self._load_capillary(root / "capillary")
-        self._load_xdm(root / "xdm")
+        self._load_xdm(root / "xdm", user_xdm)
 
     def _load_capillary(self, folder: Path) -> None:
         if not folder.is_dir():
@@ -121,19 +126,17 @@ class SchemaStore:
                 raise SchemaLoadError(f"cannot compile {path}: {exc}") from exc
             self._capillary[name] = Validator(str(doc.get("$id", name)), compiled)
 
-    def _load_xdm(self, folder: Path) -> None:
-        if not folder.is_dir():
-            return
-        for path in sorted(folder.rglob("*.json")):
-            if "fixtures" in path.relative_to(folder).parts:
-                continue
-            doc = _read_json(path)
-            schema_id = doc.get("$id")
-            if not isinstance(schema_id, str):
-                raise SchemaLoadError(f"XDM schema {path} has no $id")
-            if schema_id in self._xdm_docs:
-                raise SchemaLoadError(f"XDM schema id {schema_id} defined twice ({path})")
-            self._xdm_docs[schema_id] = doc
+    def _load_xdm(self, folder: Path, user_folder: Path | None = None) -> None:
+        if folder.is_dir():
+            self._xdm_docs.update(self._read_xdm_folder(folder))
+        if user_folder is not None:
+            if not user_folder.is_dir():
+                raise SchemaLoadError(f"XDM schemas directory {user_folder} not found")
+            user = self._read_xdm_folder(user_folder)
+            if not user:
+                raise SchemaLoadError(f"no XDM schema (*.json with an $id) in {user_folder}")
+            self._xdm_docs.update(user)
+            self.user_schema_ids = sorted(user)
         if not self._xdm_docs:
             return
         try:
@@ -143,6 +146,21 @@ class SchemaStore:
         except Exception as exc:  # jsonschema-rs raises ValueError for an unresolvable $ref
             raise SchemaLoadError(f"cannot resolve XDM schema references: {exc}") from exc
         self._registry = registry
+
+    @staticmethod
+    def _read_xdm_folder(folder: Path) -> dict[str, dict[str, Any]]:
+        docs: dict[str, dict[str, Any]] = {}
+        for path in sorted(folder.rglob("*.json")):
+            if "fixtures" in path.relative_to(folder).parts:
+                continue
+            doc = _read_json(path)
+            schema_id = doc.get("$id")
+            if not isinstance(schema_id, str):
+                raise SchemaLoadError(f"XDM schema {path} has no $id")
+            if schema_id in docs:
+                raise SchemaLoadError(f"XDM schema id {schema_id} defined twice ({path})")
+            docs[schema_id] = doc
+        return docs
 
     @property
     def capillary_event_names(self) -> list[str]:

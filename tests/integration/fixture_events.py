@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,14 +33,33 @@ def _set_event_id(doc: dict[str, Any], event_id: str) -> None:
     doc["eventId"] = event_id
 
 
+def _set_customer_id(node: Any, customer_id: int) -> bool:
+    """Replace customerIdentifiers.customerId (keeping its JSON type) wherever it is."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.strip() == "customerIdentifiers" and isinstance(value, dict):
+                for k, old in value.items():
+                    if k.strip() == "customerId":
+                        value[k] = type(old)(customer_id) if type(old) in (int, float, str) else customer_id
+                        return True
+            if _set_customer_id(value, customer_id):
+                return True
+    return False
+
+
 def valid_events(n: int, names: tuple[str, ...] = FOUR) -> list[tuple[str, bytes, bytes]]:
-    """n (eventId, key, value) triples cycling through every valid fixture of these events."""
+    """n (eventId, key, value) triples cycling through every valid fixture of these events.
+
+    Each event gets a customer of its own: profile updates of one customer supersede each other
+    (worker/profile_order.py), so "every fan-out delivered" needs distinct identities.
+    """
     docs = [d for name in names for d in _load("valid", name)]
     out = []
     for i, doc in zip(range(n), itertools.cycle(docs)):
         event_id = str(uuid.UUID(int=uuid.uuid4().int))
         copy = orjson.loads(orjson.dumps(doc))
         _set_event_id(copy, event_id)
+        _set_customer_id(copy, random.randrange(10**10, 10**11))
         out.append((event_id, f"cust-{i % 97}".encode(), orjson.dumps(copy)))
     return out
 
