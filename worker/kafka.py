@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
     OFFSET_INVALID,
     Consumer,
     KafkaError,
@@ -34,6 +32,7 @@ log = get_logger(__name__)
 R = TypeVar("R")
 
 GUARD_MARK = "capillary-aep:dlq-guard-tripped"
+STATS_INTERVAL_MS = 5000  # librdkafka statistics (consumer lag) when a stats_cb is given
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +41,7 @@ class Assigned:
     generation: int
     committed: int | None  # committed offset, None when the group has none
     metadata: str  # commit metadata (carries the DLQ guard's trip mark)
+    start: int  # where consumption starts: the committed offset, else start_position resolved
 
 
 class RebalanceListener(Protocol):
@@ -95,6 +95,7 @@ class ConsumerOwner:
         *,
         callback_timeout_s: float,
         error_cb: Callable[[KafkaError], None] | None = None,
+        stats_cb: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._listener = listener
@@ -109,6 +110,10 @@ class ConsumerOwner:
         self.cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
         if error_cb is not None:
             conf["error_cb"] = error_cb
+        if stats_cb is not None:
+            conf["stats_cb"] = stats_cb
+            if "statistics.interval.ms" not in settings.properties:  # the user's (even 0) wins
+                conf["statistics.interval.ms"] = STATS_INTERVAL_MS
         self._consumer = Consumer(conf)
 
     # -- the owner thread ------------------------------------------------------------------
@@ -124,23 +129,31 @@ class ConsumerOwner:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             committed = consumer.committed(partitions, timeout=30) if partitions else []
-            start = OFFSET_BEGINNING if self.settings.start_position == "earliest" else OFFSET_END
+            earliest = self.settings.start_position == "earliest"
             assigned: list[Assigned] = []
             to_assign: list[TopicPartition] = []
             for tp in committed:
                 self._generation += 1
                 has_offset = tp.offset >= 0 and tp.offset != OFFSET_INVALID
+                if has_offset:
+                    start = tp.offset
+                else:
+                    # Resolved to a number now, so a commit (e.g. the DLQ guard's mark) can
+                    # name this partition before anything was consumed from it.
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+                    )
+                    start = low if earliest else high
                 assigned.append(
                     Assigned(
                         (tp.topic, tp.partition),
                         self._generation,
                         tp.offset if has_offset else None,
                         tp.metadata or "",
+                        start,
                     )
                 )
-                to_assign.append(
-                    TopicPartition(tp.topic, tp.partition, tp.offset if has_offset else start)
-                )
+                to_assign.append(TopicPartition(tp.topic, tp.partition, start))
             if self.cooperative:
                 consumer.incremental_assign(to_assign)
             else:
@@ -220,6 +233,11 @@ class ConsumerOwner:
         parts = [TopicPartition(t, p) for t, p in tps]
         if parts:
             await self._call(self._consumer.resume, parts)
+
+    async def set_sasl_credentials(self, username: str, password: str) -> None:
+        """Credentials for the next connection (a rotated password); on the owner thread
+        because calling the client from inside its own callbacks is not allowed."""
+        await self._call(self._consumer.set_sasl_credentials, username, password)
 
     async def assignment(self) -> list[TP]:
         parts: list[TopicPartition] = await self._call(self._consumer.assignment)
