@@ -49,9 +49,9 @@ class SourceRecord:
     headers: list[Header]
 
 
-def _attempt(headers: list[Header]) -> int:
-    for name, value in headers:
-        if name == PREFIX + "attempt":
+def _int_header(headers: list[Header], name: str) -> int:
+    for key, value in headers:
+        if key == PREFIX + name:
             try:
                 return int(value)
             except ValueError:
@@ -69,10 +69,13 @@ def build_headers(src: SourceRecord, why: DeadLetter, now: float | None = None) 
         "source-topic": src.topic,
         "source-partition": str(src.partition),
         "source-offset": str(src.offset),
-        "attempt": str(_attempt(src.headers) + 1),
+        "attempt": str(_int_header(src.headers, "attempt") + 1),
         "worker-version": __version__,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time())),
     }
+    redrives = _int_header(src.headers, "redrive-count")
+    if redrives:  # a redriven record failing again keeps its count: the redrive loop guard
+        ours["redrive-count"] = str(redrives)
     if why.path:
         ours["error-path"] = why.path[:300]
     if src.timestamp_ms is not None:

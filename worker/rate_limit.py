@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+_EPSILON = 1e-9  # float refills land a hair under a whole token; count that as whole
+
 
 class RateLimit:
     __slots__ = ("_burst", "_clock", "_last", "_tokens", "per_second")
@@ -33,12 +35,12 @@ class RateLimit:
     def allowance(self) -> int:
         """Whole records that may be taken now (0: wait ``wait_s`` first)."""
         self._refill()
-        return int(self._tokens) if self._tokens >= 1 else 0
+        return int(self._tokens + _EPSILON) if self._tokens + _EPSILON >= 1 else 0
 
     def wait_s(self) -> float:
         """Seconds until at least one record may be taken."""
         self._refill()
-        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.per_second
+        return 0.0 if self._tokens + _EPSILON >= 1 else (1 - self._tokens) / self.per_second
 
     def spend(self, n: int) -> None:
         self._refill()
