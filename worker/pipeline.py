@@ -139,7 +139,8 @@ class Pipeline:
         self._stop = asyncio.Event()
         self.fatal: str | None = None
         self.closing = False
-        self._assigned_at: dict[TP, int | None] = {}
+        self._assigned_at: dict[TP, int] = {}
+        self._clear_marks: set[TP] = set()  # partitions whose old trip mark must be overwritten
         self._seek_requests: list[tuple[TP, str]] = []
         self._generations = 1 << 40  # for re-tracking after a seek; above the consumer's counter
         # Wired in attach(): they need the running loop.
@@ -566,7 +567,7 @@ class Pipeline:
         self.health.member = True
         for a in assigned:
             self.tracker.assign(a.tp, a.generation)
-            self._assigned_at[a.tp] = a.committed
+            self._assigned_at[a.tp] = a.start
             metadata, below = replay_mark.split(a.metadata)
             if below is not None and a.committed is not None and a.committed < below:
                 self._replay_below[a.tp] = below
@@ -577,6 +578,7 @@ class Pipeline:
             if metadata.startswith(GUARD_MARK):
                 if self.reset_dlq_guard:
                     log.warning("dlq_guard_reset", topic=a.tp[0], partition=a.tp[1])
+                    self._clear_marks.add(a.tp)  # recommit even if nothing moves here
                 else:
                     self.guard.trip(metadata.removeprefix(GUARD_MARK).lstrip(":") or "earlier")
                     self._trip(f"{a.tp[0]}[{a.tp[1]}] (mark in the committed offset)")
@@ -598,6 +600,7 @@ class Pipeline:
         offsets = self._commit_offsets(tps)
         for tp in tps:
             self.tracker.revoke(tp)
+            self._clear_marks.discard(tp)
             self._assigned_at.pop(tp, None)
             self._replay_below.pop(tp, None)
         return offsets
@@ -627,14 +630,16 @@ class Pipeline:
             wanted = set(only)
             ready = {tp: o for tp, o in ready.items() if tp in wanted}
         meta = self._metadata()
-        if meta:  # the trip mark must reach every owned partition, moved or not
-            for tp in self.tracker.owned():
-                if only is None or tp in set(only):
-                    o = self.tracker.frontier(tp)
-                    if o is None:
-                        o = self._assigned_at.get(tp)
-                    if o is not None:
-                        ready.setdefault(tp, o)
+        # A new trip mark must reach every owned partition, and a cleared one must be
+        # overwritten everywhere, whether or not the partition's frontier moved.
+        must = self.tracker.owned() if meta else self._clear_marks & self.tracker.owned()
+        for tp in must:
+            if only is None or tp in set(only):
+                o = self.tracker.frontier(tp)
+                if o is None:
+                    o = self._assigned_at.get(tp)
+                if o is not None:
+                    ready.setdefault(tp, o)
         below = self._replay_below
         return {  # the replay mark rides along until the frontier passes it
             tp: (o, replay_mark.attach(meta, below[tp]) if o < below.get(tp, -1) else meta)
@@ -650,6 +655,7 @@ class Pipeline:
         self.metrics.commit_duration.observe(time.monotonic() - started)
         if ok:
             self.tracker.mark_committed({tp: o for tp, (o, _) in offsets.items()})
+            self._clear_marks.difference_update(offsets)
             for tp, (o, _) in offsets.items():
                 if o >= self._replay_below.get(tp, o + 1):
                     self._replay_below.pop(tp)  # the replayed range is behind us
