@@ -173,10 +173,12 @@ def points_expired_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str
 def points_expiry_reminder_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
     data = event.data
     cid = customer_id(event)
-    expiry = any_date(data.get("scheduledExpiryDate"), ctx)
+    raw = data.get("scheduledExpiryDate")
+    expiry = any_date(raw, ctx)
     if expiry is None:
+        kind = "missing-field" if raw is None or raw == "" else "bad-value"
         raise MappingError(
-            "missing-field", "/scheduledExpiryDate", "the expiry date must be a YYYY-MM-DD date"
+            kind, "/scheduledExpiryDate", "the expiry date must be a real date (YYYY-MM-DD)"
         )
     details = event_details(event, cid)
     details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
