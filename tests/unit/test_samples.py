@@ -108,7 +108,7 @@ def test_event_filter_and_errors() -> None:
     samples = list(generate_samples(100, seed=1, event_names=["tierUpgraded"]))
     assert {s.event_name for s in samples} == {"tierUpgraded"}
     with pytest.raises(ValueError, match="no sample generator"):
-        list(generate_samples(1, seed=1, event_names=["pointsRedeemed"]))
+        list(generate_samples(1, seed=1, event_names=["badgeEarned"]))
     with pytest.raises(ValueError, match="invalid_share"):
         list(generate_samples(1, seed=1, invalid_share=1.5))
 

@@ -289,18 +289,202 @@ def _tier_upgraded(rng: random.Random, c: _Customer, created: int) -> dict[str, 
     }
 
 
+def _customer_updated(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    data = _customer_added(rng, c, created)
+    data["enteredAt"] = created - rng.randrange(50, 2_000)  # when the update was recorded
+    fields = ("email", "mobile", "lastName", "city", "dateOfBirth")
+    changed = rng.sample(fields, rng.randrange(1, 3))
+    data["updatedFields"] = [
+        {"fieldName": name, "previousValue": "", "currentValue": "",
+         "fieldType": "IDENTIFIER" if name in ("email", "mobile") else "STANDARD"}
+        for name in changed
+    ]  # fmt: skip
+    suspended = rng.random() < 0.05
+    data["customerStatus"] = {
+        "previousStatus": "ACTIVE", "currentStatus": "SUSPENDED" if suspended else "ACTIVE",
+        "previousLabel": "Active", "currentLabel": "Fraud review" if suspended else "Active",
+        "reason": "Manual review" if suspended else None,
+    }  # fmt: skip
+    data["triggeringActivity"] = {"name": "CustomerUpdate", "requestId": _hex(rng, 16)}
+    return data
+
+
+def _transaction_updated(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    data = _transaction_added(rng, c, created)
+    data["enteredAt"] = created - rng.randrange(3_600_000, 604_800_000)  # the original bill
+    data["deliveryStatus"] = rng.choice(("PROCESSED", "SHIPPED", "DELIVERED", "RETURNED"))
+    data["billType"] = "REGULAR"
+    return data
+
+
+def _points_redeemed(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    points = float(rng.randrange(50, 1_000))
+    balance = float(rng.randrange(0, 20_000))
+    return {
+        "customerIdentifiers": _identifiers(rng, c),
+        "loyaltyProgramId": c.org.program_id,
+        "loyaltyProgramDetails": _program(c, with_tiers=rng.random() < 0.8),
+        "totalPointsRedeemed": points,
+        "redeemedPointsCurrencyValue": round(points / 10, 2),
+        "redemptionSummaryId": rng.randrange(10**7, 10**8),
+        "redemptionBillNumber": f"{c.store[2]}-{rng.randrange(10**6, 10**7)}",
+        "isGroupRedemption": False,
+        "redemptionFromEarningPrograms": [
+            {
+                "programId": c.org.program_id,
+                "pointsRedeemed": points,
+                "programCurrentPoints": balance,
+            }
+        ],
+    }
+
+
+def _points_expired(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    return {
+        "customerIdentifiers": _identifiers(rng, c),
+        "loyaltyProgramId": c.org.program_id,
+        "loyaltyProgramDetails": _program(c, with_tiers=rng.random() < 0.5),
+        "pointsExpired": float(rng.randrange(5, 800)),
+    }
+
+
+def _points_expiry_reminder(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    expiry_ms = created + rng.randrange(7, 45) * 86_400_000
+    return {
+        "customerIdentifiers": _identifiers(rng, c),
+        "loyaltyProgramId": c.org.program_id,
+        "loyaltyProgramDetails": _program(c, with_tiers=rng.random() < 0.5),
+        "pointsScheduledForExpiry": float(rng.randrange(5, 800)),
+        "scheduledExpiryDate": time.strftime("%Y-%m-%d", time.gmtime(expiry_ms // 1000)),
+    }
+
+
+def _points_expiry_change(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    kinds = rng.sample(("REGULAR", "PROMOTIONAL"), rng.randrange(1, 3))
+    points = [float(rng.randrange(5, 300)) for _ in kinds]
+    split = [
+        {"pointsAwardedId": rng.randrange(10**7, 10**8), "programId": c.org.program_id,
+         "points": value, "pointsType": kind}
+        for kind, value in zip(kinds, points, strict=True)
+    ]  # fmt: skip
+    return {
+        "customerIdentifiers": _identifiers(rng, c),
+        "loyaltyProgramId": c.org.program_id,
+        "loyaltyProgramDetails": _program(c, with_tiers=False),
+        "totalPoinstDeducted": sum(points),  # sic, as Capillary spells it
+        "programPointsSplit": split,
+        "reason": rng.choice(("Expiry strategy changed", "Manual extension", "Program migration")),
+    }
+
+
+def _tier_change(
+    rng: random.Random, c: _Customer, created: int, field: str, new: int
+) -> dict[str, Any]:
+    expiry_ms = created + rng.randrange(180, 730) * 86_400_000
+    return {
+        "customerIdentifiers": _identifiers(rng, c),
+        "entityInformation": {"entityType": "USER", "entityId": c.customer_id},
+        "loyaltyProgramId": c.org.program_id,
+        "loyaltyProgramDetails": _program(c, with_tiers=rng.random() < 0.7),
+        field: new,
+        "tierExpiryDate": time.strftime("%Y-%m-%d", time.gmtime(expiry_ms // 1000)),
+        "tierExpiryDateInMillis": expiry_ms,
+    }
+
+
+def _tier_downgraded(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    new = rng.randrange(1, len(_TIERS))
+    data = _tier_change(rng, c, created, "downgradedTierNumber", new)
+    data["previousTierNumber"] = new + 1
+    data["notes"] = f"Downgrading to Slab : Slab[{new}]: Name [{_TIERS[new - 1][1].upper()}]"
+    return data
+
+
+def _tier_renewed(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    data = _tier_change(rng, c, created, "currentTierNumber", rng.randrange(1, len(_TIERS) + 1))
+    data["renewType"] = rng.choice(("STRATEGY", "MANUAL"))
+    return data
+
+
+def _tier_downgrade_reminder(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    data = _tier_change(rng, c, created, "currentTierNumber", rng.randrange(2, len(_TIERS) + 1))
+    when = created + rng.randrange(7, 30) * 86_400_000
+    data["scheduledDowngradeDate"] = time.strftime("%Y-%m-%d", time.gmtime(when // 1000))
+    del data["tierExpiryDate"], data["tierExpiryDateInMillis"]
+    return data
+
+
+def _promotion_earned(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    promotion, name = rng.choice(
+        ((44120, "Monsoon double points"), (44121, "Birthday bonus"), (44135, "App-only weekend"))
+    )
+    return {
+        "customerIdentifiers": _identifiers(rng, c),
+        "loyaltyProgramId": c.org.program_id,
+        "loyaltyProgramDetails": _program(c, with_tiers=False),
+        "promotionId": promotion,
+        "promotionName": name,
+        "promotionEarnedDate": created - rng.randrange(100, 5_000),
+        "promotionEarnedExpiryDate": time.strftime(
+            "%Y-%m-%d", time.gmtime((created + 90 * 86_400_000) // 1000)
+        ),
+        "earnedId": rng.randrange(10**6, 10**7),
+        "issualId": f"ISS-{rng.randrange(1000, 9999)}",
+    }
+
+
+def _reward_issued(rng: random.Random, c: _Customer, created: int) -> dict[str, Any]:
+    start = created - created % 86_400_000
+    return {
+        "customerIdentifiers": _identifiers(rng, c),
+        "loyaltyProgramId": c.org.program_id,
+        "rewardId": rng.randrange(300_000, 400_000),
+        "rewardName": rng.choice(("Coffee voucher", "10% off next bill", "Free delivery")),
+        "type": rng.choice(("VOUCHER", "GIFT", "DISCOUNT")),
+        "redemptionType": "POINTS",
+        "startDate": start,
+        "endDate": start + rng.randrange(30, 180) * 86_400_000 - 1,
+        "intouchPoints": float(rng.randrange(100, 2_000)),
+        "transactionId": rng.randrange(60_000_000, 900_000_000),
+        "vendorRewardDetails": {"vendorVoucher": f"{_alnum(rng, 4)}-{_alnum(rng, 4)}".upper()},
+    }
+
+
 _GENERATORS: Final[dict[str, Callable[[random.Random, _Customer, int], dict[str, Any]]]] = {
     "customerAdded": _customer_added,
+    "customerUpdated": _customer_updated,
     "transactionAdded": _transaction_added,
+    "transactionUpdated": _transaction_updated,
     "pointsIssued": _points_issued,
+    "pointsRedeemed": _points_redeemed,
+    "pointsExpired": _points_expired,
+    "pointsExpiryReminder": _points_expiry_reminder,
+    "pointsExpiryChange": _points_expiry_change,
     "tierUpgraded": _tier_upgraded,
+    "tierDowngraded": _tier_downgraded,
+    "tierRenewed": _tier_renewed,
+    "tierDowngradeReminder": _tier_downgrade_reminder,
+    "promotionEarned": _promotion_earned,
+    "rewardIssued": _reward_issued,
 }
 SUPPORTED_EVENTS: Final = tuple(_GENERATORS)
+# Relative frequencies, roughly as in a retail loyalty program's traffic.
 _WEIGHTS: Final = {
-    "customerAdded": 10,
-    "transactionAdded": 50,
-    "pointsIssued": 30,
-    "tierUpgraded": 10,
+    "customerAdded": 6,
+    "customerUpdated": 5,
+    "transactionAdded": 40,
+    "transactionUpdated": 4,
+    "pointsIssued": 25,
+    "pointsRedeemed": 6,
+    "pointsExpired": 2,
+    "pointsExpiryReminder": 2,
+    "pointsExpiryChange": 1,
+    "tierUpgraded": 3,
+    "tierDowngraded": 1,
+    "tierRenewed": 1,
+    "tierDowngradeReminder": 1,
+    "promotionEarned": 2,
+    "rewardIssued": 1,
 }
 
 
@@ -375,24 +559,38 @@ def _break(
 ) -> bytes:
     data: dict[str, Any] = inner["data"]
     if kind == "schema-violation":
+        def drop(field: str) -> Callable[[], None]:
+            return lambda: data.pop(field)
+
+        def stringify(field: str) -> Callable[[], None]:
+            return lambda: data.__setitem__(field, str(data[field]))
+
         breakers: dict[str, Sequence[Callable[[], None]]] = {
             "customerAdded": (
-                lambda: data.pop("enteredAt"),
+                drop("enteredAt"),
                 lambda: data.__setitem__("enteredAt", 1_719_792_000),
             ),
+            "customerUpdated": (lambda: data.__setitem__("enteredAt", 1_719_792_000),),
             "transactionAdded": (
-                lambda: data.__setitem__("amount", str(data["amount"])),
-                lambda: data.pop("billNumber"),
+                stringify("amount"),
+                drop("billNumber"),
                 lambda: data.__setitem__("currencyCode", "Rupees"),
             ),
-            "pointsIssued": (
-                lambda: data.__setitem__("totalPointsIssued", str(data["totalPointsIssued"])),
-                lambda: data.pop("loyaltyProgramId"),
+            "transactionUpdated": (drop("billNumber"), stringify("amount")),
+            "pointsIssued": (stringify("totalPointsIssued"), drop("loyaltyProgramId")),
+            "pointsRedeemed": (stringify("totalPointsRedeemed"), drop("totalPointsRedeemed")),
+            "pointsExpired": (stringify("pointsExpired"), drop("pointsExpired")),
+            "pointsExpiryReminder": (
+                drop("scheduledExpiryDate"),
+                lambda: data.__setitem__("scheduledExpiryDate", "next month"),
             ),
-            "tierUpgraded": (
-                lambda: data.__setitem__("upgradedTierNumber", str(data["upgradedTierNumber"])),
-                lambda: data.pop("upgradedTierNumber"),
-            ),
+            "pointsExpiryChange": (stringify("totalPoinstDeducted"),),
+            "tierUpgraded": (stringify("upgradedTierNumber"), drop("upgradedTierNumber")),
+            "tierDowngraded": (stringify("downgradedTierNumber"), drop("downgradedTierNumber")),
+            "tierRenewed": (stringify("currentTierNumber"), drop("currentTierNumber")),
+            "tierDowngradeReminder": (stringify("currentTierNumber"),),
+            "promotionEarned": (drop("promotionId"),),
+            "rewardIssued": (drop("rewardId"), stringify("intouchPoints")),
         }
         rng.choice(breakers[name])()
         if rng.random() < 0.5:
