@@ -1,7 +1,8 @@
 """``capillary-aep check-schemas``: compile every schema offline and run its fixtures.
 
-Run it after editing anything under schemas/: valid fixtures must pass, invalid ones must fail.
-Exit 1 on any surprise.
+Run it after editing anything under schemas/: valid fixtures must pass, invalid ones must fail,
+and every valid Capillary fixture must map, for each target its event feeds by default, to XDM
+that the bundled dataset schemas accept. Exit 1 on any surprise.
 """
 
 from __future__ import annotations
@@ -49,6 +50,41 @@ def _check_capillary(store: SchemaStore, root: Path, rows: list[Row]) -> None:
             rows.append((f"capillary/{name}", path.name, detail, ok == expect_valid))
 
 
+_DATASET_SCHEMAS = {
+    "experience_event": "https://ns.adobe.com/capillary/schemas/loyalty-experience-event",
+    "profile": "https://ns.adobe.com/capillary/schemas/loyalty-profile",
+}
+
+
+def _check_mapping(store: SchemaStore, root: Path, rows: list[Row]) -> None:
+    """Valid fixtures -> every default target -> XDM valid against the bundled schemas."""
+    from worker.mapping import DEFAULT_FAMILIES, MappingContext, MappingError, build_entity
+
+    ids = set(store.xdm_schema_ids)
+    if not set(_DATASET_SCHEMAS.values()) <= ids:
+        return  # a schemas directory without the bundled dataset schemas: nothing to map to
+    ctx = MappingContext()
+    for name in store.capillary_event_names:
+        if name not in DEFAULT_FAMILIES:
+            rows.append((f"mapping/{name}", "-", "input schema without a mapping", False))
+    for path in sorted((root / "capillary" / "fixtures" / "valid").glob("*/*.json")):
+        try:
+            event = decode(path.read_bytes())
+        except DecodeError:
+            continue  # reported by the fixture check
+        for family in DEFAULT_FAMILIES.get(event.name, ()):
+            kind = "experience_event" if family == "experience_event" else "profile"
+            schema = _DATASET_SCHEMAS[kind]
+            try:
+                entity = build_entity(event, family, family, ctx)
+            except MappingError as exc:
+                rows.append((f"mapping/{event.name}", path.name, f"{family}: {exc}", False))
+                continue
+            violation = store.xdm(schema).first_violation(entity)
+            detail = f"{family}: " + ("valid" if violation is None else str(violation))
+            rows.append((f"mapping/{event.name}", path.name, detail, violation is None))
+
+
 def _check_xdm(store: SchemaStore, root: Path, rows: list[Row]) -> None:
     ids = _xdm_ids_by_stem(root)
     base = root / "xdm" / "fixtures"
@@ -86,6 +122,7 @@ def check_schemas_command(schemas_dir: Path, show_all: bool) -> None:
     rows: list[Row] = []
     _check_capillary(store, schemas_dir, rows)
     _check_xdm(store, schemas_dir, rows)
+    _check_mapping(store, schemas_dir, rows)
     table = Table(title="schema fixtures")
     for col in ("schema", "fixture", "result", "as expected"):
         table.add_column(col)
