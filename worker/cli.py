@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "sandbox": "worker.sandbox.command:sandbox_command",
     "produce-samples": "worker.tools.samples:produce_samples_command",
     "check-schemas": "worker.commands.check_schemas:check_schemas_command",
+    "replay": "worker.tools.replay:replay_command",
+    "dlq": "worker.tools.dlq.command:dlq_group",
     "transform": "worker.commands.transform:transform_command",
 }
 
