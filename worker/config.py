@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -260,6 +268,15 @@ class MappingSettings(_Model):
     max_future_skew_s: float = Field(
         default=300, ge=0, le=86_400, description="event timestamps beyond now + this are clamped"
     )
+
+    @field_validator(
+        "email_namespace", "phone_namespace", "external_id_namespace", "card_number_namespace",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_off(cls, value: object) -> object:
+        # TOML has no null: an empty namespace turns that identity off.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _check(self) -> MappingSettings:

@@ -144,6 +144,21 @@ def test_identity_settings_reach_the_context_and_are_validated(tmp_path: Any) ->
     assert "mapping.hashed_identities" in str(info.value)
 
 
+def test_an_empty_namespace_turns_that_identity_off(tmp_path: Any) -> None:
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        '[aep]\norg_id = "X@AdobeOrg"\n[[routes]]\nname = "a"\nfamily = "experience_event"\n'
+        'inlet_url = "https://dcs.example/collection/x"\ndataset_id = "d"\nschema_id = "s"\n'
+        'flow_id = "f"\nauthenticated = false\n[mapping]\nphone_namespace = ""\n'
+    )
+    context = MappingContext.from_settings(load_settings(config).mapping)
+    assert [slot.kind for slot in context.identities] == ["customer_id", "email"]
+    idmap = build_entity(load("customerAdded", "wrapped.json"), "profile_customer", "t", context)[
+        "identityMap"
+    ]
+    assert set(idmap) == {"CapillaryCustomerId", "Email"}
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
