@@ -356,3 +356,30 @@ def ownership(worker_name: str, source: WorkerProcess | Path, topic: str) -> lis
                 own.end_ms = timestamp_ms(e)
                 done.append(own)
     return done + list(open_.values())
+
+
+def commits_outside_ownership(source: WorkerProcess | Path, topic: str) -> tuple[int, list[str]]:
+    """Check the worker's own ``committed`` log lines against its own ownership, in program
+    order: (commit lines checked, offending entries). A commit made inside on_revoke is logged
+    before that ``partitions_revoked`` line, so it counts as owned.
+
+    Expects ``{"event": "committed", "partitions": ["topic[p]@offset", ...]}``; the worker does
+    not log it yet (requested), so until then this checks nothing and returns (0, []).
+    """
+    owned: set[int] = set()
+    checked = 0
+    bad: list[str] = []
+    kinds = ("partitions_assigned", "partitions_revoked", "partitions_lost", "committed")
+    for e in log_events(source):
+        kind = e["event"]
+        if kind not in kinds or not isinstance(e.get("partitions"), list):
+            continue
+        mine = {p for t, p, _ in map(_tp, e["partitions"]) if t == topic}
+        if kind == "partitions_assigned":
+            owned |= mine
+        elif kind in ("partitions_revoked", "partitions_lost"):
+            owned -= mine
+        elif kind == "committed" and mine:
+            checked += 1
+            bad += [f"{topic}[{p}] at {e.get('timestamp')}" for p in sorted(mine - owned)]
+    return checked, bad

@@ -25,6 +25,7 @@ from tests.integration.process_helpers import (
     SteadyProducer,
     accepted_count,
     commit_history,
+    commits_outside_ownership,
     delivered_entities,
     find_events,
     health_port,
@@ -314,6 +315,9 @@ def test_rebalance_join_then_leave_mid_stream_loses_nothing(
     owners = ownership("a", a.log_path, topic) + ownership("b", b.log_path, topic)
     history = commit_history(kafka_bootstrap, group, topic)
     assert_commits_follow_ownership(history, owners, partitions)
+    for worker in (a, b):  # exact, from each worker's own log, once it logs its commits
+        _, outside = commits_outside_ownership(worker, topic)
+        assert not outside, f"committed partitions it did not own: {outside[:5]}"
     assert problems(a) == [] and problems(b) == [], problems(a) + problems(b)
 
 
