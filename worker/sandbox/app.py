@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 
 from worker.sandbox.admin import add_admin_routes
+from worker.sandbox.config import RawFlowConfig
 from worker.sandbox.dcs import Acceptance, Rejection
 from worker.sandbox.faults import RequestFault, Target
 from worker.sandbox.ims import ImsError, expires_in
@@ -244,6 +245,9 @@ async def _collection(request: web.Request, batch: bool) -> web.StreamResponse:
         info["messages"] = len(messages)
         return _batch(request, state, inlet_id, messages, now_ms)
     info["messages"] = 1
+    flow = config.raw_flow(info["flowId"])
+    if flow is not None:
+        return _raw(request, state, inlet_id, doc, now_ms, flow)
     return _single(request, state, inlet_id, doc, now_ms)
 
 
@@ -368,6 +372,45 @@ def _single(
         if state.store.keeps_records
         else None
     )
+    state.store.add(result.dataset_id, result.entity.get("_id"), record)
+    state.store.flush()
+    counters.messages_accepted += 1
+    counters.inlet(inlet_id).accepted += 1
+    return json_response({"inletId": inlet_id, "xactionId": xaction_id, "receivedTimeMs": now_ms})
+
+
+def _raw(
+    request: web.Request,
+    state: SandboxState,
+    inlet_id: str,
+    doc: Any,
+    now_ms: int,
+    flow: RawFlowConfig,
+) -> web.Response:
+    """A raw (Data Prep) message on the single endpoint: mapped, checked, stored."""
+    inlet = state.config.inlet(inlet_id)
+    assert inlet is not None
+    counters = state.counters
+    counters.messages_received += 1
+    counters.inlet(inlet_id).messages += 1
+    if state.faults.has_message_faults:
+        hit = state.faults.message_fault(orjson.dumps(doc))
+        if hit is not None:
+            status, text = hit
+            state.note_rejection(inlet_id, flow.dataset, 0, status, "injected", text)
+            return problem(status, text)
+    result, operation = state.checker.check_raw(doc, flow, inlet)
+    if isinstance(result, Rejection):
+        state.note_rejection(
+            inlet_id, result.dataset_id, 0, result.status, result.reason, result.message
+        )
+        return problem(result.status, result.message)
+    xaction_id = state.xaction_id(now_ms)
+    record = None
+    if state.store.keeps_records:
+        base = _record_base(request, inlet_id, now_ms)
+        base["operation"] = operation
+        record = _record(base, result, xaction_id)
     state.store.add(result.dataset_id, result.entity.get("_id"), record)
     state.store.flush()
     counters.messages_accepted += 1

@@ -78,6 +78,16 @@ class InletConfig:
         return self.datasets is None or dataset_id in self.datasets
 
 
+@dataclass(frozen=True, slots=True)
+class RawFlowConfig:
+    """A dataflow that takes raw (source-shaped) JSON on the single endpoint: requests naming
+    it in ``x-adobe-flow-id`` are mapped by the Capillary source's Data Prep mapping
+    (``worker.sandbox.dataprep``) and checked against ``dataset``'s schema."""
+
+    id: str
+    dataset: str
+
+
 def default_ims_clients() -> tuple[ImsClient, ...]:
     return (ImsClient(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET),)
 
@@ -105,6 +115,7 @@ class SandboxConfig:
     ims_clients: tuple[ImsClient, ...] = field(default_factory=default_ims_clients)
     datasets: tuple[DatasetConfig, ...] = field(default_factory=default_datasets)
     inlets: tuple[InletConfig, ...] = field(default_factory=default_inlets)
+    raw_flows: tuple[RawFlowConfig, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S
     require_flow_id: bool = True
@@ -144,6 +155,9 @@ class SandboxConfig:
                     problems.append(f"inlets[{inlet.id}].datasets: unknown dataset {ds}")
             if inlet.failure_key not in ("statusCode", "status"):
                 problems.append(f"inlets[{inlet.id}].failure_key must be statusCode or status")
+        for flow in self.raw_flows:
+            if flow.dataset not in ids:
+                problems.append(f"raw_flows[{flow.id}].dataset: unknown dataset {flow.dataset}")
         if problems:
             raise SandboxConfigError("; ".join(problems))
 
@@ -151,6 +165,12 @@ class SandboxConfig:
         for ds in self.datasets:
             if ds.id == dataset_id:
                 return ds
+        return None
+
+    def raw_flow(self, flow_id: str | None) -> RawFlowConfig | None:
+        for flow in self.raw_flows:
+            if flow.id == flow_id:
+                return flow
         return None
 
     def inlet(self, inlet_id: str) -> InletConfig | None:
@@ -197,6 +217,7 @@ _SIMPLE_KEYS = {f.name for f in fields(SandboxConfig)} - {
     "ims_clients",
     "datasets",
     "inlets",
+    "raw_flows",
     "faults",
     "jsonl_path",
     "schemas_root",
@@ -227,6 +248,10 @@ def _parse(data: Mapping[str, Any]) -> dict[str, Any]:
                 )
             elif key == "inlets":
                 out[key] = tuple(_inlet(i) for i in value)
+            elif key == "raw_flows":
+                out[key] = tuple(
+                    f if isinstance(f, RawFlowConfig) else RawFlowConfig(**f) for f in value
+                )
             elif key == "faults":
                 out[key] = value if isinstance(value, FaultConfig) else FaultConfig.parse(value)
             else:

@@ -22,8 +22,10 @@ from worker.sandbox.config import (
     EXPERIENCE_EVENT_CLASS,
     DatasetConfig,
     InletConfig,
+    RawFlowConfig,
     SandboxConfig,
 )
+from worker.sandbox.dataprep import map_source, parse_raw
 from worker.schemas import SchemaLoadError, SchemaStore, Validator
 
 
@@ -163,6 +165,45 @@ class MessageChecker:
                 f"body.xdmMeta.schemaRef.id does not match the dataset's schema ({schema_id})",
                 dataset_id,
             )
+        return self._check_entity(target, dataset_id, entity, header)
+
+    def check_raw(
+        self, doc: Any, flow: RawFlowConfig, inlet: InletConfig
+    ) -> tuple[Acceptance | Rejection, str]:
+        """A raw message of a raw dataflow: (result, Data Prep operation)."""
+        dataset_id = flow.dataset
+        raw = parse_raw(doc)
+        if isinstance(raw, str):
+            return Rejection("envelope", raw, dataset_id), "create"
+        if raw.header is not None:
+            if raw.header.get("flowId") != flow.id:
+                return Rejection(
+                    "envelope", "header.flowId does not match x-adobe-flow-id", dataset_id
+                ), raw.operation
+            if raw.header.get("datasetId") != dataset_id:
+                return Rejection(
+                    "dataset", "header.datasetId is not the dataflow's dataset", dataset_id
+                ), raw.operation
+            if raw.header.get("imsOrgId") != self._org_id:
+                return Rejection(
+                    "org", "header.imsOrgId does not match the inlet's IMS org", dataset_id
+                ), raw.operation
+        if not inlet.allows(dataset_id):
+            return Rejection(
+                "dataset", "the dataflow's dataset is not connected to this inlet", dataset_id
+            ), raw.operation
+        target = self._targets[dataset_id]
+        header = {
+            "flowId": flow.id,
+            "datasetId": dataset_id,
+            "operations": {"data": raw.operation},
+        }
+        return self._check_entity(target, dataset_id, map_source(raw.body), header), raw.operation
+
+    def _check_entity(
+        self, target: _Target, dataset_id: str, entity: dict[str, Any], header: dict[str, Any]
+    ) -> Acceptance | Rejection:
+        schema_id = target.config.schema_id
         serialized = orjson.dumps(entity)
         # A null or empty value always serializes to one of these; strings containing them
         # (escaped quotes, literal braces) only cost a tree walk that finds nothing.
