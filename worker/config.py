@@ -84,6 +84,10 @@ class KafkaSettings(_Model):
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
     dlq_message_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    auth_failure_timeout_s: float = Field(
+        default=300, ge=1, le=86_400,
+        description="SASL authentication failing this long, password file re-read: stop (exit 2)",
+    )
     properties: dict[str, str] = Field(
         default_factory=dict, repr=False, description="any librdkafka setting, passed through"
     )
@@ -154,6 +158,10 @@ class AepSettings(_Model):
     org_id: str = Field(default="", description="IMS org, e.g. ABC123@AdobeOrg")
     sandbox_name: str | None = None
     trust_env: bool = Field(default=False, description="honour HTTP(S)_PROXY / NO_PROXY")
+    secret_reload_wait_s: float = Field(
+        default=60, ge=0, le=3600,
+        description="after invalid_client, wait this long for a rotated client_secret_file",
+    )
     ca_bundle: Path | None = None
 
     @model_validator(mode="after")
@@ -380,6 +388,16 @@ class HealthSettings(_Model):
     enabled: bool = True
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
+    liveness_timeout_s: float | None = Field(
+        default=None, gt=0, le=3600,
+        description="no completed poll this long: /livez fails (default: half of "
+        "kafka.max_poll_interval_ms, at most 120 s)",
+    )
+
+    def live_threshold(self, max_poll_interval_ms: int) -> float:
+        if self.liveness_timeout_s is not None:
+            return self.liveness_timeout_s
+        return min(max_poll_interval_ms / 2000, 120.0)
 
 
 class Settings(BaseSettings):
@@ -408,6 +426,12 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"routes: duplicate target names {dupes}")
+        live = self.health.liveness_timeout_s
+        if live is not None and live * 1000 >= self.kafka.max_poll_interval_ms:
+            raise ValueError(
+                "health.liveness_timeout_s must be below kafka.max_poll_interval_ms (past that "
+                "the group evicts the member before the probe notices)"
+            )
         inlet_credentials: dict[str, str | None] = {}
         for r in self.routes:
             who = r.credentials.client_id if r.credentials else None

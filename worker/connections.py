@@ -9,7 +9,6 @@ cached per credential set, not per route. Unauthenticated routes get a client wi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -20,6 +19,7 @@ from worker.aep.inlets import InletRouter
 from worker.config import ConfigError, RouteCredentials, Settings
 from worker.logs import get_logger
 from worker.routing import Target
+from worker.secret_rotation import ims_secret
 
 __all__ = ["AepConnections", "credential_key"]
 
@@ -111,8 +111,12 @@ def _provider(
     session: aiohttp.ClientSession,
 ) -> TokenProvider:
     ims_url, client_id, scopes, _ = key
-    secret: Callable[[], str | None] = (
-        settings.aep.secret_value if creds is None else creds.secret_value
+    # A secret file is read on every token request; after invalid_client the provider waits
+    # (bounded) for the file to be rotated, then retries once (secret_rotation).
+    secret, reload = ims_secret(
+        settings.aep if creds is None else creds,
+        "aep.client_secret_file" if creds is None else "routes.credentials.client_secret_file",
+        settings.aep.secret_reload_wait_s,
     )
     return TokenProvider(
         ims_url=ims_url,
@@ -120,4 +124,5 @@ def _provider(
         client_secret=secret,
         scope=scopes,
         session=session,
+        reload_secret=reload,
     )

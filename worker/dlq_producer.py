@@ -66,6 +66,7 @@ class DeadLetterProducer:
         on_availability: Callable[[bool], None],
         retry_base_s: float = 0.5,
         retry_max_s: float = 15.0,
+        on_client_error: Callable[[KafkaError], None] | None = None,
     ) -> None:
         self.settings = settings
         self.topic = settings.dlq_topic
@@ -73,6 +74,7 @@ class DeadLetterProducer:
         self._loop = loop
         self._on_acked = on_acked
         self._on_availability = on_availability
+        self._on_client_error = on_client_error  # e.g. SASL authentication -> reload password
         self._retry_base = retry_base_s
         self._retry_max = retry_max_s
         self._ids = itertools.count()
@@ -212,7 +214,13 @@ class DeadLetterProducer:
         for entry in list(self._outstanding.values()):
             self._produce(entry)
 
+    def set_sasl_credentials(self, username: str, password: str) -> None:
+        """Credentials for the next connection (a rotated password). Not from a callback."""
+        self._producer.set_sasl_credentials(username, password)
+
     def _on_error(self, err: KafkaError) -> None:  # poll thread
+        if self._on_client_error is not None:
+            self._on_client_error(err)
         if err.fatal():
             self._loop.call_soon_threadsafe(self._recreate, err)
         else:

@@ -39,25 +39,25 @@ class TokenCounters(Protocol):
 
 
 class _TokenCollector(Collector):
-    """Reads the token provider's own counters at scrape time (no double bookkeeping)."""
+    """Reads the token providers' own counters at scrape time (no double bookkeeping)."""
 
     def __init__(self) -> None:
-        self.source: TokenCounters | None = None
+        self.sources: tuple[TokenCounters, ...] = ()
 
     def collect(self) -> Iterator[Metric]:
-        s = self.source
+        s = self.sources
         yield CounterMetricFamily(
             "capaep_token_refreshes", "IMS access tokens obtained",
-            value=s.refreshes if s else 0,
+            value=sum(p.refreshes for p in s),
         )
         yield CounterMetricFamily(
             "capaep_token_failures", "Failed IMS token requests (each attempt)",
-            value=s.failures if s else 0,
+            value=sum(p.failures for p in s),
         )
         yield CounterMetricFamily(
             "capaep_token_config_errors",
             "IMS refused the credentials (after a secret reload and retry)",
-            value=s.config_errors if s else 0,
+            value=sum(p.config_errors for p in s),
         )
 
 
@@ -121,6 +121,9 @@ class Metrics:
         )
         self.paused = Gauge(
             "capaep_paused", "1 while consumption is paused", ["reason"], registry=r
+        )
+        self.assigned_partitions = Gauge(
+            "capaep_assigned_partitions", "Partitions assigned to this worker", registry=r
         )
         self.paused_partitions = Gauge(
             "capaep_paused_partitions", "Assigned partitions currently paused", registry=r
@@ -189,8 +192,9 @@ class Metrics:
 
     # -- wiring ----------------------------------------------------------------------------
 
-    def watch_tokens(self, source: TokenCounters | None) -> None:
-        self._tokens.source = source
+    def watch_tokens(self, *sources: TokenCounters) -> None:
+        """The token providers (one per credential set) whose counters are exported."""
+        self._tokens.sources = sources
 
     # -- hot path ---------------------------------------------------------------------------
 

@@ -545,6 +545,7 @@ class Pipeline:
         self.metrics.set_unfinished_ages(
             self.ages.ages(self.tracker.oldest_pending(), owned, time.time())
         )
+        self.metrics.assigned_partitions.set(len(owned))
         self.metrics.paused_partitions.set(len(owned) if self._paused else 0)
 
     async def _reconcile_pause(self) -> None:

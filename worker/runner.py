@@ -22,14 +22,18 @@ from worker.dlq_producer import (
 )
 from worker.health import HealthServer, HealthState
 from worker.kafka import ConsumerOwner
+from worker.kafka_stats import statistics_handler
 from worker.logs import get_logger
 from worker.mapping import DEFAULT_FAMILIES, MAPPERS
+from worker.metered_transport import MeteredTransport
 from worker.metrics import Metrics
 from worker.pipeline import Part, Pipeline
 from worker.rate_limit import RateLimit
 from worker.routing import RoutingError, build_routes
 from worker.run_bounds import RunBounds
 from worker.schemas import SchemaLoadError, SchemaStore
+from worker.secret_rotation import SaslCredentials
+from worker.watchdog import watch
 
 log = get_logger(__name__)
 
@@ -98,7 +102,9 @@ async def run_worker(
 
     loop = asyncio.get_running_loop()
     d = settings.delivery
-    health = HealthState(live_threshold_s=min(settings.kafka.max_poll_interval_ms / 2000, 120))
+    health = HealthState(
+        live_threshold_s=settings.health.live_threshold(settings.kafka.max_poll_interval_ms)
+    )
     http = HttpSettings(
         trust_env=settings.aep.trust_env,
         ca_bundle=str(settings.aep.ca_bundle) if settings.aep.ca_bundle else None,
@@ -107,9 +113,19 @@ async def run_worker(
     # One token provider per distinct credential set (routes may feed other AEP orgs).
     conns = AepConnections.build(settings, targets, http)
     health_server: HealthServer | None = None
+    watcher: asyncio.Task[None] | None = None
     try:
+        if settings.health.enabled:  # first, so probes answer "not ready" while starting
+            health_server = HealthServer(
+                health, metrics, settings.health.host, settings.health.port
+            )
+            port = await health_server.start()
+            log.info("health_listening", port=port)
         await conns.check_tokens()
-        health.token_ok = True
+        metrics.watch_tokens(*conns.providers.values())
+        sasl = SaslCredentials(
+            settings.kafka, loop, metrics, give_up_after_s=settings.kafka.auth_failure_timeout_s
+        )
 
         pipeline = Pipeline(
             settings, schemas, targets, routes, metrics=metrics, health=health,
@@ -120,7 +136,9 @@ async def run_worker(
         dlq = DeadLetterProducer(
             settings.kafka, loop, max_record_bytes=dlq_limit,
             on_acked=pipeline._dlq_acked, on_availability=pipeline._dlq_availability,
+            on_client_error=sasl.error_cb("dlq-producer"),
         )
+        sasl.register(dlq.set_sasl_credentials)
         policy = DeliveryPolicy(
             max_retries=d.max_retries,
             base_delay=d.base_delay_s,
@@ -130,18 +148,19 @@ async def run_worker(
             blocked_probe_interval=d.blocked_probe_interval_s,
             request_timeout=d.request_timeout_s,
         )
-        deliverer: Deliverer[Part] = Deliverer(conns.router, policy, pipeline)
+        deliverer: Deliverer[Part] = Deliverer(
+            MeteredTransport(conns.router, metrics), policy, pipeline
+        )
         consumer = ConsumerOwner(
             settings.kafka, pipeline, loop,
             callback_timeout_s=settings.shutdown.revoke_drain_timeout_s + 30,
+            error_cb=sasl.error_cb("consumer"),
+            stats_cb=statistics_handler(
+                metrics.set_lags, sasl.statistics, settings.kafka.start_position
+            ),
         )
+        sasl.register(consumer.set_sasl_credentials)
         pipeline.attach(consumer, dlq, deliverer)
-        if settings.health.enabled:
-            health_server = HealthServer(
-                health, metrics, settings.health.host, settings.health.port
-            )
-            port = await health_server.start()
-            log.info("health_listening", port=port)
 
         stop_event = stop or asyncio.Event()
         if install_signals:
@@ -154,6 +173,17 @@ async def run_worker(
             pipeline.stop()
 
         relay = asyncio.create_task(relay_stop())
+        credentials_refused: list[str] = []
+
+        def give_up(why: str) -> None:
+            if not credentials_refused:
+                credentials_refused.append(why)
+                log.error("kafka_credentials_refused", error=why)
+                pipeline.stop()
+
+        watcher = asyncio.create_task(
+            watch(health, pipeline, conns.providers.values(), sasl, give_up)
+        )
         log.info(
             "worker_started",
             topics=settings.kafka.topics or settings.kafka.topic_pattern,
@@ -165,15 +195,18 @@ async def run_worker(
             await pipeline.run()
         finally:
             relay.cancel()
-        code = EXIT_FATAL if pipeline.fatal else EXIT_OK
+        code = EXIT_CONFIG if credentials_refused else EXIT_FATAL if pipeline.fatal else EXIT_OK
         return RunResult(
-            code, metrics, time.monotonic() - started, error=pipeline.fatal,
+            code, metrics, time.monotonic() - started,
+            error=credentials_refused[0] if credentials_refused else pipeline.fatal,
             health_port=health_server.port if health_server else None,
             extra={"deliver_requests": float(deliverer.requests)},
         )
     except ConfigError as exc:
         return RunResult(EXIT_CONFIG, metrics, 0.0, error=str(exc))
     finally:
+        if watcher is not None:
+            watcher.cancel()
         if health_server is not None:
             await health_server.stop()
         await conns.close()
