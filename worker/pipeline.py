@@ -674,13 +674,16 @@ class Pipeline:
         if not tps:
             return False
         marks = await self.consumer.watermarks(tps)
+        # The consumer's position moves past transaction markers (e.g. after a DLQ redrive),
+        # which the frontier (one past the last record) never reaches.
+        positions = await self.consumer.positions(tps)
         for tp, (_low, high) in marks.items():
             pos = self.tracker.frontier(tp)
             if pos is None:
                 pos = self._assigned_at.get(tp)
             if pos is None:
                 pos = _low
-            if pos < high:
+            if max(pos, positions.get(tp, -1)) < high:
                 return False
         return True
 
