@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
     OFFSET_INVALID,
     Consumer,
     KafkaError,
@@ -41,7 +43,7 @@ class Assigned:
     generation: int
     committed: int | None  # committed offset, None when the group has none
     metadata: str  # commit metadata (carries the DLQ guard's trip mark)
-    start: int  # where consumption starts: the committed offset, else start_position resolved
+    start: int  # the committed offset, else start_position resolved (-1 if that failed)
 
 
 class RebalanceListener(Protocol):
@@ -130,20 +132,25 @@ class ConsumerOwner:
         try:
             committed = consumer.committed(partitions, timeout=30) if partitions else []
             earliest = self.settings.start_position == "earliest"
+            default_start = OFFSET_BEGINNING if earliest else OFFSET_END
             assigned: list[Assigned] = []
             to_assign: list[TopicPartition] = []
             for tp in committed:
                 self._generation += 1
                 has_offset = tp.offset >= 0 and tp.offset != OFFSET_INVALID
-                if has_offset:
-                    start = tp.offset
-                else:
-                    # Resolved to a number now, so a commit (e.g. the DLQ guard's mark) can
-                    # name this partition before anything was consumed from it.
-                    low, high = consumer.get_watermark_offsets(
-                        TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-                    )
-                    start = low if earliest else high
+                logical = tp.offset if has_offset else default_start
+                start = tp.offset if has_offset else -1
+                if not has_offset:
+                    # A number too, so a commit (e.g. the DLQ guard's mark) can name this
+                    # partition before anything was consumed from it. Consumption itself starts
+                    # at the logical offset: retention may move the low watermark meanwhile.
+                    try:
+                        low, high = consumer.get_watermark_offsets(
+                            TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+                        )
+                        start = low if earliest else high
+                    except KafkaException as exc:
+                        log.warning("watermarks_unavailable", topic=tp.topic, error=str(exc)[:200])
                 assigned.append(
                     Assigned(
                         (tp.topic, tp.partition),
@@ -153,7 +160,7 @@ class ConsumerOwner:
                         start,
                     )
                 )
-                to_assign.append(TopicPartition(tp.topic, tp.partition, start))
+                to_assign.append(TopicPartition(tp.topic, tp.partition, logical))
             if self.cooperative:
                 consumer.incremental_assign(to_assign)
             else:
@@ -176,6 +183,7 @@ class ConsumerOwner:
             offsets = self._bridge(self._listener.partitions_revoked(tps))
             if offsets:
                 self._commit_now(consumer, offsets)
+                log.info("committed", on="revoke", partitions=_described(offsets))
         except Exception as exc:
             self.rebalance_errors += 1
             log.error("on_revoke_failed", error=type(exc).__name__, detail=str(exc)[:300])
@@ -263,6 +271,7 @@ class ConsumerOwner:
             return True
         try:
             await self._call(self._commit_now, self._consumer, offsets)
+            log.info("committed", on="tick", partitions=_described(offsets))
             return True
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
@@ -295,6 +304,10 @@ class ConsumerOwner:
             await self._call(self._consumer.close)
         finally:
             self._executor.shutdown(wait=False)
+
+
+def _described(offsets: dict[TP, tuple[int, str]]) -> list[str]:
+    return [f"{t}[{p}]@{o}" for (t, p), (o, _) in sorted(offsets.items())]
 
 
 def describe_error(err: KafkaError) -> str:

@@ -568,7 +568,8 @@ class Pipeline:
         self.health.member = True
         for a in assigned:
             self.tracker.assign(a.tp, a.generation)
-            self._assigned_at[a.tp] = a.start
+            if a.start >= 0:
+                self._assigned_at[a.tp] = a.start
             metadata, below = replay_mark.split(a.metadata)
             if below is not None and a.committed is not None and a.committed < below:
                 self._replay_below[a.tp] = below

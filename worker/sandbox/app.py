@@ -220,6 +220,10 @@ async def _collection(request: web.Request, batch: bool) -> web.StreamResponse:
         raw = await request.read()
     except HTTPRequestEntityTooLarge:
         return problem(413, too_large)
+    except ConnectionResetError:
+        # The client went away mid-body (e.g. a worker cancelling at shutdown): nothing to answer.
+        state.counters.client_disconnects += 1
+        raise web.HTTPBadRequest(text="client disconnected") from None
     info["bytes"] = len(raw)
     if len(raw) > limit:
         return problem(413, too_large)

@@ -51,6 +51,7 @@ class Counters:
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     bytes_received: int = 0
     sync_validation_requests: int = 0
+    client_disconnects: int = 0
 
     def inlet(self, inlet_id: str) -> InletCounts:
         found = self.inlets.get(inlet_id)
