@@ -100,7 +100,9 @@ async def run_inline(settings: Settings, *, timeout: float = 60, **kwargs: Any) 
 def env_for(settings: Mapping[str, Any]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPILLARY_AEP_")}
     for section, values in settings.items():
-        env[f"CAPILLARY_AEP_{section.upper()}"] = orjson.dumps(values).decode()
+        env[f"CAPILLARY_AEP_{section.upper()}"] = (
+            values if isinstance(values, str) else orjson.dumps(values).decode()
+        )
     return env
 
 
