@@ -9,7 +9,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 KAFKA := $(UV) run python deploy/local/kafka/broker.py
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean
+.PHONY: help setup run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean bench
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -30,6 +30,9 @@ unit: ## unit tests only (no broker)
 
 integration: setup ## integration tests only
 	$(UV) run pytest tests/integration $(PYTEST_ARGS)
+
+bench: setup ## the worker's benchmark (~10 min): CPU per event, floor, scaling, memory, latency
+	$(UV) run python -m tests.benchmarks.bench_worker $(BENCH_ARGS)
 
 lint: ## ruff and mypy (strict) on worker/
 	$(UV) run ruff check worker tests deploy

@@ -1,0 +1,74 @@
+"""Summaries of py-spy's collapsed stacks (``--format raw``): where the samples are.
+
+Run: ``uv run python -m tests.benchmarks.profile_summary STACKS.txt [--top 25] [--thread NAME]``.
+Prints, per function, the share of samples that are inside it (inclusive) and in it alone
+(self), the way the README's profile summary is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+
+_LINE = re.compile(r"^(.*) (\d+)$")
+_FRAME = re.compile(r"^(.*?) \((.*?)(?::\d+)?\)$")
+
+
+def frame_name(frame: str) -> str:
+    """``func (path/to/module.py:123)`` -> ``module.py:func`` (line numbers merged)."""
+    m = _FRAME.match(frame)
+    if m is None:
+        return frame
+    func, path = m.groups()
+    parts = path.split("/")
+    short = "/".join(parts[-2:]) if parts[-2:-1] in (["worker"], ["aep"], ["mapping"]) else parts[-1]
+    return f"{short}:{func}"
+
+
+def summarise(path: Path, thread: str | None = None) -> tuple[int, Counter[str], Counter[str]]:
+    total = 0
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        stack, count = m.group(1), int(m.group(2))
+        frames = stack.split(";")
+        if thread is not None and thread not in frames[0]:
+            continue
+        total += count
+        names = [frame_name(f) for f in frames[1:]] or [frames[0]]
+        for name in set(names):
+            inclusive[name] += count
+        own[names[-1]] += count
+    return total, inclusive, own
+
+
+def report(path: Path, top: int = 25, thread: str | None = None) -> str:
+    total, inclusive, own = summarise(path, thread)
+    if not total:
+        return "no samples"
+    lines = [f"{total} samples" + (f" (thread {thread})" if thread else "")]
+    lines.append(f"{'inclusive':>9} {'self':>6}  function")
+    for name, n in inclusive.most_common(top):
+        lines.append(f"{n / total:>9.1%} {own[name] / total:>6.1%}  {name}")
+    lines.append("top self:")
+    for name, n in own.most_common(top):
+        lines.append(f"{n / total:>9.1%}  {name}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stacks", type=Path)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--thread", default=None, help="only stacks of this thread")
+    args = parser.parse_args()
+    print(report(args.stacks, args.top, args.thread))
+
+
+if __name__ == "__main__":
+    main()
