@@ -118,6 +118,9 @@ def side_replay(
             out.emit_json({**plan, "execute": False})
         out.note("Dry run: nothing sent, no offsets written. Add --execute to run the replay.")
         return 0
+    if total == 0:
+        out.note("Nothing to replay in this window.")
+        return 0
     if not resume:
         cluster.commit(group, {
             tp: (s, "" if include_profile or e <= s else replay_mark.attach("", e))
@@ -130,15 +133,18 @@ def side_replay(
         }),
         "health": settings.health.model_copy(update={"enabled": False}),
     })
-    # Quiet logs: progress is on the terminal; warnings and errors still show.
-    configure("debug" if settings.log_level == "debug" else "warning")
+    # Quiet logs: the progress bar and the final table tell the story; errors still show.
+    configure("debug" if settings.log_level == "debug" else "error")
     metrics = Metrics()
-    result = asyncio.run(_run(tool_settings, window, rate, metrics, out, total))
-    reached = cluster.committed(group, all_tps)
-    short = {
-        tp: (o, window[tp][1]) for tp, (o, _) in reached.items()
-        if window[tp][1] > window[tp][0] and (o is None or o < window[tp][1])
-    }
+    result, interrupted = asyncio.run(_run(tool_settings, window, rate, metrics, out, total))
+    short: dict[TP, tuple[int | None, int]] = {}
+    if interrupted or result.exit_code != 0:
+        # (A finished run may commit a little short of the end: the end can be a
+        # transaction marker, which the worker's commits never name.)
+        short = {
+            tp: (o, window[tp][1]) for tp, (o, _) in cluster.committed(group, all_tps).items()
+            if window[tp][1] > window[tp][0] and (o is None or o < window[tp][1])
+        }
     _show_result(out, plan, result, short)
     if result.exit_code != 0:
         return result.exit_code
@@ -152,8 +158,10 @@ def side_replay(
 async def _run(
     settings: Settings, window: dict[TP, tuple[int, int]], rate: float, metrics: Metrics,
     out: Output, total: int,
-) -> RunResult:
+) -> tuple[RunResult, bool]:
+    """The bounded worker's result, and whether a signal stopped it before the end."""
     bounds = RunBounds({tp: e for tp, (_, e) in window.items()})
+    stop = asyncio.Event()
     with out.progress("side replay", total) as progress:
         task = progress.task_ids[0]
 
@@ -164,9 +172,10 @@ async def _run(
 
         watcher = asyncio.create_task(watch())
         try:
-            return await run_worker(
-                settings, bounds=bounds, rate_limit=RateLimit(rate), metrics=metrics
+            result = await run_worker(
+                settings, bounds=bounds, rate_limit=RateLimit(rate), metrics=metrics, stop=stop
             )
+            return result, stop.is_set()
         finally:
             watcher.cancel()
             progress.update(task, completed=min(metrics.total(metrics.consumed), total))
@@ -233,6 +242,8 @@ def _show_result(
         (f"dead-lettered ({k})", int(v)) for k, v in sorted(doc["dead_lettered_by_kind"].items())
     ]
     rows += [(f"filtered ({k})", int(v)) for k, v in sorted(doc["filtered_by_reason"].items())]
+    if not rows:
+        rows = [("nothing consumed (the rest of the window held only transaction markers)", 0)]
     out.table(f"side replay under {plan['group']!r}: {result.seconds:.1f} s",
               ("outcome", "records"), rows, numeric=("records",))
     if result.error:

@@ -174,7 +174,7 @@ def summary_command(**kw: Any) -> None:
             out.note(f"{summary.repeats} record(s) were dead-lettered again at the same stage "
                      "(a replay or a failed redrive): counted once below.")
         for name, counts in summary.counts.items():
-            if summary.unique:
+            if set(counts) - {"-"}:  # a dimension no record has (e.g. AEP status) is left out
                 out.table(f"by {name}", (name, "records"), counts.most_common(),
                           numeric=("records",))
 
@@ -343,7 +343,7 @@ def redrive_command(
 
             def started(state: JobState, total: int) -> None:
                 progress.update(task, total=total)
-                if state.resumed:
+                if state.resumed and total:
                     out.note(f"job {job!r}: resuming ({total} DLQ offsets left)")
 
             report = redrive.run(
