@@ -119,6 +119,8 @@ def side_replay(
         out.note("Dry run: nothing sent, no offsets written. Add --execute to run the replay.")
         return 0
     if total == 0:
+        if out.json:
+            out.emit_json({**plan, "execute": True, "reached_end": True})
         out.note("Nothing to replay in this window.")
         return 0
     if not resume:
