@@ -337,8 +337,9 @@ class PolicySettings(_Model):
 
 
 class ProfileOrderSettings(_Model):
+    # About 230 bytes per identity (key, customer id, LRU entry): the default costs ~60 MB.
     max_identities: int = Field(
-        default=1_000_000, ge=1, description="identities whose last delivered update is kept (LRU)"
+        default=250_000, ge=1, description="identities whose last delivered update is kept (LRU)"
     )
 
 

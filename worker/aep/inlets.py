@@ -45,7 +45,6 @@ class InletRouter:
         self._accepted: dict[str, int] = {}  # per single URL: 2xx answers so far
         # sha256 of a refused payload -> the URL's 2xx count at its first 400.
         self._refused: OrderedDict[bytes, int] = OrderedDict()
-        self.requests = 0
 
     @property
     def clients(self) -> list[DcsClient]:
@@ -65,7 +64,6 @@ class InletRouter:
             return DcsResponse(
                 None, transport=Transport.INVALID_URL, detail=f"no client for {url!r} (a bug)"
             )
-        self.requests += 1
         if url not in self._single:
             return await client.post_batch(
                 url, body, extra_headers,
