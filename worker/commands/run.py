@@ -12,6 +12,7 @@ from typing import BinaryIO
 import click
 import orjson
 
+from worker import gc_policy
 from worker.config import ConfigError, Settings, load_settings
 from worker.logs import configure, get_logger
 from worker.runner import EXIT_CONFIG, RunResult, run_worker
@@ -86,6 +87,7 @@ def run_command(
     configure(settings.log_level)
     if dry_run:
         sys.exit(_dry_run(settings, output, max_records, idle_timeout, show_pii))
+    gc_policy.tune()
     result = asyncio.run(
         run_worker(
             settings, reset_dlq_guard=reset_dlq_guard, exit_when_drained=exit_when_drained
