@@ -18,7 +18,6 @@ from tests.integration.worker_harness import (
     committed,
     env_for,
     produce,
-    routes_for,
     settings_dict,
 )
 
@@ -65,14 +64,3 @@ def test_dry_run_prints_every_outcome_and_touches_neither_aep_nor_the_group(
     assert limited.returncode == 0, limited.stderr
     assert "dry run: 2 records" in limited.stderr
     assert all("message" in orjson.loads(line) for line in limited.stdout.splitlines())
-
-
-def test_dry_run_options_without_dry_run_are_a_usage_error(
-    kafka_bootstrap: str, sandbox: Any
-) -> None:
-    settings = settings_dict(kafka_bootstrap, sandbox, topics=["t"], group="g", dlq_topic="d")
-    done = _cli(settings, "--output", "x.jsonl")
-    assert done.returncode == 2 and "Usage:" in done.stderr and "--dry-run" in done.stderr
-    bad = {**settings, "routes": [{**routes_for(sandbox)[0], "schema_id": "https://nope/x"}]}
-    done = _cli(bad, "--dry-run")
-    assert done.returncode == 2 and "schema_id" in done.stderr

@@ -9,10 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from tests.integration.org_events import flat_event
+from worker.cli import main
 from worker.config import Settings
 from worker.dry_run import DryRun
+from worker.routing import RoutingError
 from worker.schemas import SchemaLoadError, SchemaStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,3 +119,20 @@ def test_dry_run_masks_pii_unless_asked_and_prints_exact_bytes_then() -> None:
     dry.process("in", 0, 1, other_org)
     assert lines(exact)[-1]["filtered"] == "org-not-allowed"
     assert "dry run: 2 records, 1 messages to send" in dry.summary.line()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--output", "x.jsonl"], ["--show-pii"], ["--max-records", "3"],
+     ["--dry-run", "--exit-when-drained"], ["--dry-run", "--max-records", "0"]],
+)
+def test_dry_run_options_misused_print_usage_and_exit_2(args: list[str]) -> None:
+    result = CliRunner().invoke(main, ["run", *args])
+    assert result.exit_code == 2 and "Usage:" in result.output
+
+
+def test_a_route_whose_schema_is_unknown_stops_the_dry_run_before_consuming() -> None:
+    settings = acme_settings()
+    bad = settings.model_copy(update={"xdm": settings.xdm.model_copy(update={"schemas_dir": None})})
+    with pytest.raises(RoutingError, match=r"routes\[acme-events\]\.schema_id"):
+        DryRun(bad, io.BytesIO())
