@@ -12,8 +12,11 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from worker.health import HealthState
+from worker.logs import get_logger
 from worker.metrics import TokenCounters
 from worker.secret_rotation import SaslCredentials
+
+log = get_logger(__name__)
 
 
 class Observed(Protocol):
@@ -31,13 +34,16 @@ async def watch(
     providers = tuple(tokens)
     while True:
         health.beat()
-        # Ready needs a token once obtained from each credential set; a later refresh failure
-        # shows as blocked delivery instead.
-        health.token_ok = all(p.refreshes > 0 for p in providers)
-        if sasl is not None and sasl.enabled:
-            health.kafka_auth = sasl.failing()
-            why = sasl.gave_up()
-            if why is not None:
-                on_give_up(why)
-        pipeline.observe()
+        try:
+            # Ready needs a token once obtained from each credential set; a later refresh
+            # failure shows as blocked delivery instead.
+            health.token_ok = all(p.refreshes > 0 for p in providers)
+            if sasl is not None and sasl.enabled:
+                health.kafka_auth = sasl.failing()
+                why = sasl.gave_up()
+                if why is not None:
+                    on_give_up(why)
+            pipeline.observe()
+        except Exception:  # a bug here must not silence the beat (the probe would say wedged)
+            log.exception("watchdog_tick_failed")
         await asyncio.sleep(interval_s)
