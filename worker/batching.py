@@ -121,13 +121,16 @@ class Batcher(Generic[T]):
         self._clock = clock
         self._open: dict[str, Batch[T]] = {}
 
-    def add(self, key: str, item: T, payload: bytes) -> Batch[T] | None:
+    def add(self, key: str, item: T, payload: bytes, now: float | None = None) -> Batch[T] | None:
         """Append a message to `key`'s open batch.
 
         Returns the batch closed by this call, if any: the previous one when the message did
         not fit beside it, or the one this message filled to `max_messages`. (Both cannot
         happen at once: with max_messages == 1 no batch stays open.) Raises MessageTooLarge
         if the message cannot fit even alone, leaving the batcher unchanged.
+
+        `now` (clock time, default the clock's) is when the message became available: a batch
+        it opens lingers from then, so time spent waiting for the message counts too.
         """
         size = len(payload)
         b = self._open.get(key)
@@ -144,7 +147,8 @@ class Batcher(Generic[T]):
         # New batch: either none was open, or the open one has no room for this message.
         if size + BODY_OVERHEAD > self._max_bytes:
             raise MessageTooLarge(size, self._max_bytes)
-        new = Batch(key, [item], [payload], size + BODY_OVERHEAD, self._clock())
+        opened = self._clock() if now is None else now
+        new = Batch(key, [item], [payload], size + BODY_OVERHEAD, opened)
         if self._max_messages == 1:
             return new  # b is None here: with max_messages == 1 nothing stays open
         self._open[key] = new

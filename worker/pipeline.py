@@ -143,6 +143,9 @@ class Pipeline:
         self._clear_marks: set[TP] = set()  # partitions whose old trip mark must be overwritten
         self._seek_requests: list[tuple[TP, str]] = []
         self._generations = 1 << 40  # for re-tracking after a seek; above the consumer's counter
+        # When the current consume call began: batches opened by its records linger from then.
+        self._consume_started = 0.0
+        self._taken_at: float | None = None
         # Wired in attach(): they need the running loop.
         self.consumer: ConsumerOwner
         self.dlq: DeadLetterProducer
@@ -161,6 +164,7 @@ class Pipeline:
     # -- the hot path --------------------------------------------------------------------------
 
     def _process(self, msgs: list[Message]) -> None:
+        self._taken_at = self._consume_started
         tracker = self.tracker
         policy = self.settings.policy
         consumed: dict[str, int] = {}
@@ -254,6 +258,7 @@ class Pipeline:
         clamped = self.ctx.clamps.take()
         if clamped:
             self.metrics.timestamps_clamped.inc(clamped)
+        self._taken_at = None
 
     def _transform(self, event: CanonicalEvent, target: Target, part: Part) -> bytes | None:
         """The message bytes for one target, or None after dead-lettering this part."""
@@ -269,7 +274,7 @@ class Pipeline:
             self._enqueue(Batch(target.name, [part], [payload], len(payload) + BODY_OVERHEAD, 0))
             return True
         try:
-            full = self.batcher.add(target.name, part, payload)
+            full = self.batcher.add(target.name, part, payload, self._taken_at)
         except MessageTooLarge as exc:
             self.in_flight_bytes -= part.nbytes
             part.nbytes = 0
@@ -707,7 +712,13 @@ class Pipeline:
             if n < 1:
                 await asyncio.sleep(min(self.rate_limit.wait_s(), 0.5))
                 return []
-        msgs = await self.consumer.consume(n, k.consume_timeout_s)
+        # Never wait past an open batch's linger: it is sent on time, not at the next return.
+        wait = k.consume_timeout_s
+        self._consume_started = now = time.monotonic()
+        due = self.batcher.next_deadline()
+        if due is not None:
+            wait = min(wait, max(due - now, 0.0))
+        msgs = await self.consumer.consume(n, wait)
         if self.rate_limit is not None:
             self.rate_limit.spend(len(msgs))
         return msgs

@@ -103,6 +103,16 @@ def test_linger_counts_from_first_message() -> None:
     assert bt.next_deadline() is None
 
 
+def test_linger_counts_from_when_the_message_was_taken() -> None:
+    clock = FakeClock()
+    bt: Batcher[int] = Batcher(100, 10_000, 0.5, clock)
+    bt.add("a", 0, b"0", now=99.8)  # waited 0.2 s in the consume call that returned it
+    bt.add("a", 1, b"1", now=99.9)  # joins the open batch: its linger does not restart
+    assert bt.next_deadline() == pytest.approx(100.3)
+    clock.now = 100.3
+    assert [(b.items, b.created_at) for b in bt.due()] == [([0, 1], 99.8)]
+
+
 def test_flush_one_key_or_all() -> None:
     bt: Batcher[int] = Batcher(100, 10_000, 1.0, FakeClock())
     bt.add("a", 0, b"0")
