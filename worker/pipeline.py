@@ -474,9 +474,6 @@ class Pipeline:
     # -- batches and delivery tasks --------------------------------------------------------------
 
     def _enqueue(self, batch: Batch[Part]) -> None:
-        self.metrics.batches.labels(batch.key).inc()
-        self.metrics.batch_records.observe(len(batch.items))
-        self.metrics.batch_bytes.observe(batch.nbytes)
         if self.targets[batch.key].raw:
             self._queue.singles.append(batch)
         else:
@@ -502,6 +499,10 @@ class Pipeline:
                 if sendable is None:
                     continue
                 batch = sendable
+            # Counted here: superseded profile updates have left the batch by now.
+            self.metrics.batches.labels(batch.key).inc()
+            self.metrics.batch_records.observe(len(batch.items))
+            self.metrics.batch_bytes.observe(batch.nbytes)
             task = asyncio.create_task(self.deliverer.deliver(target.url, batch, target.headers))
             self._active.add(task)
             if raw is not None:
