@@ -9,7 +9,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 KAFKA := $(UV) run python deploy/local/kafka/broker.py
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean bench
+.PHONY: help setup run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean bench chaos
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,6 +33,10 @@ integration: setup ## integration tests only
 
 bench: setup ## the worker's benchmark (~10 min): CPU per event, floor, scaling, memory, latency
 	$(UV) run python -m tests.benchmarks.bench_worker $(BENCH_ARGS)
+
+CHAOS_REPORT ?= .cache/chaos-report.md
+chaos: setup ## the fault-injection suite at full size (~1 h): one line per scenario, README table in CHAOS_REPORT
+	CHAOS_FULL=1 CHAOS_REPORT=$(CHAOS_REPORT) $(UV) run pytest tests/chaos -q $(PYTEST_ARGS)
 
 lint: ## ruff and mypy (strict) on worker/
 	$(UV) run ruff check worker tests deploy
