@@ -433,12 +433,13 @@ class Settings(BaseSettings):
                 "health.liveness_timeout_s must be below kafka.max_poll_interval_ms (past that "
                 "the group evicts the member before the probe notices)"
             )
-        inlet_credentials: dict[str, str | None] = {}
-        for r in self.routes:
-            who = r.credentials.client_id if r.credentials else None
+        inlet_credentials: dict[str, tuple[bool, str | None]] = {}
+        for r in self.routes:  # one client per inlet URL: its routes must agree on auth
+            who = (r.authenticated, r.credentials.client_id if r.credentials else None)
             if inlet_credentials.setdefault(r.inlet_url, who) != who:
                 raise ValueError(
-                    f"routes[{r.name}]: routes sharing an inlet_url must share credentials"
+                    f"routes[{r.name}]: routes sharing an inlet_url must share credentials "
+                    "and authenticated"
                 )
         tenant_id = self.xdm.tenant_id
         if tenant_id is not None:

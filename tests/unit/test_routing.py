@@ -148,6 +148,8 @@ def test_route_setting_errors_name_the_route(bad: dict[str, Any], message: str) 
 def test_routes_sharing_an_inlet_must_share_credentials() -> None:
     with pytest.raises(ValueError, match="must share credentials"):
         settings(route("a"), route("b", credentials={"client_id": "x", "client_secret": "y"}))
+    with pytest.raises(ValueError, match="and authenticated"):
+        settings(route("a"), route("b", authenticated=False))
 
 
 def test_routes_with_own_credentials_need_no_aep_client(tmp_path: Path) -> None:
