@@ -30,6 +30,7 @@ def summary(result: RunResult) -> dict[str, object]:
         "dead_lettered": m.total(m.dead_lettered),
         "dead_lettered_by_reason": m.by_label(m.dead_lettered, "error_kind"),
         "filtered": m.total(m.filtered),
+        "filtered_by_reason": m.by_label(m.filtered, "reason"),
         "retries": m.total(m.retries),
         "retries_by_cause": m.by_label(m.retries, "cause"),
         "requests": result.extra.get("deliver_requests", 0),
