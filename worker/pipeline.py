@@ -171,6 +171,8 @@ class Pipeline:
         bounds = self.bounds
         replay_below = self._replay_below
         last_tp: TP | None = None
+        generation: int | None = None
+        ctx = self.ctx
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -178,13 +180,14 @@ class Pipeline:
                 continue
             topic = msg.topic() or ""
             partition = msg.partition() or 0
-            tp = (topic, partition)
             offset = msg.offset() or 0
-            if tp != last_tp:  # first of a run: the timestamp for the oldest-unfinished age
-                last_tp = tp
+            if last_tp is None or partition != last_tp[1] or topic != last_tp[0]:
+                # First of a run of one partition: the timestamp for the oldest-unfinished
+                # age, and the generation (rebalances cannot run inside this loop).
+                tp = last_tp = (topic, partition)
                 self.ages.mark(tp, offset, msg)
+                generation = tracker.generation(tp)
             consumed[topic] = consumed.get(topic, 0) + 1
-            generation = tracker.generation(tp)
             if generation is None or self.guard.tripped:
                 # Not ours (any more), or the guard stopped us: never tracked, so never
                 # committed past; it is consumed again after the operator's reset.
@@ -241,8 +244,10 @@ class Pipeline:
                     tp, offset, generation, msg, event.name, target.name, len(value),
                     event.created_at_ms,
                 )
-                payload = self._transform(event, target, part)
-                if payload is None:
+                try:
+                    payload = render(event, target, ctx)
+                except RenderError as exc:
+                    self._dead_letter(part, exc.why)
                     valid = False
                     continue
                 part.nbytes = len(payload)
@@ -259,14 +264,6 @@ class Pipeline:
         if clamped:
             self.metrics.timestamps_clamped.inc(clamped)
         self._taken_at = None
-
-    def _transform(self, event: CanonicalEvent, target: Target, part: Part) -> bytes | None:
-        """The message bytes for one target, or None after dead-lettering this part."""
-        try:
-            return render(event, target, self.ctx)
-        except RenderError as exc:
-            self._dead_letter(part, exc.why)
-            return None
 
     def _submit(self, target: Target, part: Part, payload: bytes) -> bool:
         """Into the target's batch (raw: a request of its own); False if dead-lettered."""

@@ -108,6 +108,9 @@ class ItemKind(StrEnum):
     SERVER_ERROR = "server_error"
 
 
+_ITEM_KINDS = tuple(k.value for k in ItemKind)
+
+
 @dataclass(frozen=True, slots=True)
 class ItemResult:
     kind: ItemKind
@@ -132,9 +135,9 @@ class Outcome:
     """Set when the body did not match the batch (count mismatch, unparsable...)."""
 
     def counts(self) -> dict[str, int]:
-        out = {k.value: 0 for k in ItemKind}
+        out = dict.fromkeys(_ITEM_KINDS, 0)
         for it in self.items:
-            out[it.kind.value] += 1
+            out[it.kind] += 1  # a StrEnum member is its value as a dict key (no .value lookup)
         return out
 
 
@@ -232,6 +235,10 @@ def _item_kind_for_status(code: int) -> ItemKind:
 
 def _item(entry: Any) -> tuple[ItemResult, bool]:
     """One per-message entry -> (result, anomalous)."""
+    if type(entry) is dict and len(entry) == 1:  # the common case: {"xactionId": "..."}
+        xid = entry.get("xactionId")
+        if type(xid) is str and xid:
+            return ItemResult(ItemKind.ACCEPTED, None, xid), False
     if not isinstance(entry, dict):
         return ItemResult(ItemKind.RETRYABLE, reason="response entry is not an object"), True
     xid = _text(entry.get("xactionId"))
