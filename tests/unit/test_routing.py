@@ -8,6 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from worker.config import ConfigError, Settings, load_settings
 from worker.mapping import DEFAULT_FAMILIES, MAPPERS
@@ -207,3 +210,31 @@ def test_tenant_id_expands_short_schema_ids_and_names_the_tenant_object(
             aep={"org_id": "X@AdobeOrg", "client_id": "c", "client_secret": "s"},
             routes=[route("a")], xdm={"schemas_dir": str(tmp_path / "missing")},
         )
+
+
+_EVENTS = ["pointsIssued", "transactionAdded", "tierUpgraded"]
+_route_specs = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.lists(st.sampled_from([1, 2, 3]), min_size=1, unique=True)),
+        st.lists(st.sampled_from(_EVENTS), min_size=1, unique=True),
+    ),
+    min_size=1, max_size=5,
+)
+
+
+@settings_(max_examples=60, deadline=None)
+@given(specs=_route_specs, org=st.sampled_from([1, 2, 3, 4]), name=st.sampled_from(_EVENTS))
+def test_lookup_is_every_matching_route_in_route_order(
+    schemas: SchemaStore, specs: list[tuple[list[int] | None, list[str]]], org: int, name: str
+) -> None:
+    routes = [
+        route(f"r{i}", capillary_org_ids=orgs, events=events)
+        for i, (orgs, events) in enumerate(specs)
+    ]
+    expected = [
+        f"r{i}" for i, (orgs, events) in enumerate(specs)
+        if name in events and (orgs is None or org in orgs)
+    ]
+    found = table(settings(*routes), schemas).lookup(org, name)
+    assert names(found) == expected
+    assert (found is None) == (not expected)
