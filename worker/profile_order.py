@@ -25,26 +25,28 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 __all__ = ["Offer", "ProfileOrder", "Release"]
 
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class _Slot(Generic[T]):
-    item: T  # the update in the batcher (unsent) or in flight (sent)
-    created: int
-    sent: bool = False
-    waiting: T | None = None  # newest update waiting for the in-flight one
-    waiting_created: int = 0
-    waiting_payload: bytes = b""
+class _Slot:
+    """One identity's pending updates (a plain class: built once per update, kept cheap)."""
+
+    __slots__ = ("created", "item", "sent", "waiting", "waiting_created", "waiting_payload")
+
+    def __init__(self, item: Any, created: int) -> None:
+        self.item = item  # the update in the batcher (unsent) or in flight (sent)
+        self.created = created
+        self.sent = False
+        self.waiting: Any = None  # the newest update waiting for the in-flight one
+        self.waiting_created = 0
+        self.waiting_payload = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Offer(Generic[T]):
+class Offer(NamedTuple, Generic[T]):  # a tuple: cheap to build on the hot path
     """What to do with an offered update.
 
     ``send``: hand the offered item to the batcher now. ``superseded``: an item (the offered
@@ -55,13 +57,16 @@ class Offer(Generic[T]):
     superseded: T | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Release(Generic[T]):
+class Release(NamedTuple, Generic[T]):
     """After an in-flight update finished: the waiting one to send, or to finish as superseded."""
 
     item: T
     payload: bytes
     send: bool
+
+
+_SEND: Offer[Any] = Offer(True)
+_WAIT: Offer[Any] = Offer(False)
 
 
 class ProfileOrder(Generic[T]):
@@ -71,7 +76,7 @@ class ProfileOrder(Generic[T]):
         if max_identities < 1:
             raise ValueError("max_identities must be >= 1")
         self._max = max_identities
-        self._slots: dict[Hashable, _Slot[T]] = {}
+        self._slots: dict[Hashable, _Slot] = {}
         self._delivered: OrderedDict[Hashable, int] = OrderedDict()
         self.evicted = 0  # identities dropped from the delivered-LRU (a metric)
 
@@ -85,7 +90,7 @@ class ProfileOrder(Generic[T]):
         slot = self._slots.get(key)
         if slot is None:
             self._slots[key] = _Slot(item, created)
-            return Offer(True)
+            return _SEND
         if not slot.sent:
             if created < slot.created:
                 return Offer(False, item)
@@ -102,7 +107,7 @@ class ProfileOrder(Generic[T]):
         slot.waiting = item
         slot.waiting_created = created
         slot.waiting_payload = payload
-        return Offer(False, replaced_waiting)
+        return _WAIT if replaced_waiting is None else Offer(False, replaced_waiting)
 
     def sending(self, key: Hashable, item: T) -> bool:
         """``item`` is being handed to AEP. False: it was superseded meanwhile (do not send)."""
