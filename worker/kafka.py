@@ -75,6 +75,10 @@ def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
     conf.setdefault("partition.assignment.strategy", "cooperative-sticky")
     conf.setdefault("group.protocol", "classic")
     conf.setdefault("statistics.interval.ms", 0)
+    # librdkafka prefetches up to 64 MB by default: with a backlog that is resident memory on
+    # top of the in-flight caps. 16 MB is over a second of input at full speed (measured: no
+    # throughput change, peak RSS -50 MB draining a backlog).
+    conf.setdefault("queued.max.messages.kbytes", 16384)
     if settings.group_instance_id:
         conf["group.instance.id"] = settings.group_instance_id
     return conf
