@@ -51,6 +51,7 @@ from tests.benchmarks.procs import (
     machine_busy,
     proc_cpu_s,
     python,
+    thread_cpu_s,
 )
 from tests.benchmarks.profile_summary import report
 from tests.fixtures.kafka import LocalKafkaClass
@@ -147,6 +148,7 @@ class Tick:
     t: float
     cpu: float
     accepted: int
+    threads: dict[str, float] | None = None
 
 
 class WorkerRun:
@@ -174,7 +176,7 @@ class WorkerRun:
             if time.monotonic() > deadline:
                 raise TimeoutError("worker not ready")
             time.sleep(0.05)
-        self.ready_at = Tick(time.monotonic(), self.cpu(), 0)
+        self.ready_at = Tick(time.monotonic(), self.cpu(), 0, thread_cpu_s(self.child.pid))
         return self.ready_at
 
     def follow(self, progress: Progress, timeout: float) -> None:
@@ -185,7 +187,8 @@ class WorkerRun:
                 self.child.stop()
                 raise TimeoutError(f"worker still running after {timeout}s")
             cpu = self.cpu()
-            self.ticks.append(Tick(time.monotonic(), cpu, progress.accepted()))
+            threads = thread_cpu_s(self.child.pid)
+            self.ticks.append(Tick(time.monotonic(), cpu, progress.accepted(), threads))
             time.sleep(SAMPLE_S)
 
     def wait_committed(self, progress: Progress, records: int, timeout: float) -> Tick:
@@ -268,8 +271,10 @@ class Bench:
         assert self.sandbox is not None
         log(f"[{what}] backlog of {records:,} records, {partitions} partitions")
         topic, dlq, group, produced = self.backlog(what, partitions, records)
+        props = dict(p.split("=", 1) for p in self.args.kafka_property)
         settings = worker_settings(
-            self.bootstrap, self.sandbox.url, topic, group, dlq, free_port()
+            self.bootstrap, self.sandbox.url, topic, group, dlq, free_port(),
+            kafka={"properties": props} if props else {},
         )
         self.sandbox.post("/sandbox/reset")
         sandbox_cpu = self.sandbox.cpu_s()
@@ -281,7 +286,7 @@ class Bench:
         if profile is not None:
             # Attached from outside (the figures of a profiled run are not reported).
             spy = Child(["py-spy", "record", "--pid", str(run.child.pid), "--format", "raw",
-                         "--rate", "200", "--threads", "--output", str(profile)],
+                         "--rate", "250", "--gil", "--native", "--output", str(profile)],
                         log_path=self.workdir / "py-spy.log")  # fmt: skip
         run.follow(progress, timeout=self.args.timeout)
         progress.close()
@@ -298,6 +303,10 @@ class Bench:
         cpu = last.cpu - first.cpu
         wall = last.t - first.t
         accepted = stats["messages"]["accepted"]
+        threads = {
+            name: round((cpu_t - (first.threads or {}).get(name, 0.0)) / records * 1e6, 2)
+            for name, cpu_t in sorted((last.threads or {}).items(), key=lambda kv: -kv[1])
+        }
         batch_requests = stats["requests"]["by_endpoint"].get("batch", 0)
         out = {
             "records": records,
@@ -314,6 +323,7 @@ class Bench:
                 "process_wall_s": round(ended.wall_s, 2),
                 "peak_rss_mb": round(ended.max_rss_mb, 1),
                 "exit_code": ended.code,
+                "cpu_us_per_event_by_thread": {k: v for k, v in threads.items() if v >= 0.05},
             },
             "outcome": {k: summary.get(k) for k in (
                 "consumed", "delivered", "delivered_by_target", "dead_lettered",
@@ -335,6 +345,7 @@ class Bench:
             f"events per CPU-s), {w['events_per_s']:,} events/s wall, peak RSS "
             f"{w['peak_rss_mb']} MB; {batch_requests} requests, avg batch "
             f"{out['sandbox']['avg_batch']}; load {out['load']}")  # fmt: skip
+        log(f"  worker CPU µs/event by thread: {w['cpu_us_per_event_by_thread']}")
         out["topic"] = topic
         return out
 
@@ -416,14 +427,20 @@ class Bench:
         out: dict[str, Any] = {"linger_s": linger, "target_p99_ms": round(linger * 1000 + 100)}
         for name, phase in phases.items():
             ids = phase.pop("ids")
-            lat = sorted(
-                r - appended[i] for i in ids if i in appended for r in received.get(i, ())
-            )
+            by_dataset: dict[str, list[int]] = {}
+            for i in ids:
+                if i in appended:
+                    for dataset, r in received.get(i, ()):
+                        by_dataset.setdefault(dataset, []).append(r - appended[i])
+            lat = sorted(x for values in by_dataset.values() for x in values)
             phase.update(percentiles(lat))
+            phase["by_dataset"] = {ds: percentiles(sorted(v)) for ds, v in sorted(by_dataset.items())}
             out[name] = phase
             log(f"  {name}: p50 {phase['p50_ms']} ms, p99 {phase['p99_ms']} ms, max "
                 f"{phase['max_ms']} ms over {phase['messages']:,} messages; worker "
                 f"{phase['worker_cpu_us_per_event']} µs CPU/event")  # fmt: skip
+            for ds, p in phase["by_dataset"].items():
+                log(f"    {ds}: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms ({p['messages']:,})")
         return out
 
 
@@ -462,16 +479,16 @@ def append_times(bootstrap: str, topic: str) -> dict[str, int]:
     return out
 
 
-def received_times(path: Path) -> dict[str, list[int]]:
-    """eventId -> the sandbox's receipt times (ms) of the messages it accepted for it."""
-    out: dict[str, list[int]] = {}
+def received_times(path: Path) -> dict[str, list[tuple[str, int]]]:
+    """eventId -> (dataset, the sandbox's receipt time in ms) of each message accepted for it."""
+    out: dict[str, list[tuple[str, int]]] = {}
     with path.open("rb") as f:
         for line in f:
             rec = orjson.loads(line)
             tenant = rec["xdmEntity"].get("_capillary") or {}
             event_id = tenant.get("eventId") or tenant.get("lastEventId")
             if event_id:
-                out.setdefault(event_id, []).append(rec["receivedTimeMs"])
+                out.setdefault(event_id, []).append((rec["datasetId"], rec["receivedTimeMs"]))
     return out
 
 
@@ -537,6 +554,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=200_000, help="main backlog")
     parser.add_argument("--big", type=int, default=1_000_000, help="memory backlog (0: skip)")
     parser.add_argument("--partitions", default="1,2", help="scaling runs besides the main 4")
+    parser.add_argument("--scaling-records", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=2000, help="live rate for the latency phase")
     parser.add_argument("--live-seconds", type=float, default=15.0)
     parser.add_argument("--burst", type=int, default=60_000, help="live records at full speed")
@@ -548,12 +566,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small figures, for development")
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase")
     parser.add_argument("--out", type=Path, default=RESULTS / "worker.json")
+    parser.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                        help="librdkafka setting for the worker (kafka.properties)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
         args.records, args.big, args.burst, args.live_seconds = 20_000, 0, 10_000, 5.0
+        args.scaling_records = args.records
         args.pool = min(args.pool, 5000)
     skip = set(filter(None, args.skip.split(",")))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     results: dict[str, Any] = {
         "command": "make bench" if not args.quick else "bench_worker --quick",
@@ -581,9 +603,13 @@ def main(argv: Iterable[str] | None = None) -> int:
                                   "summary": report(stacks, top=30).splitlines()}  # fmt: skip
             log(report(stacks, top=30))
         if "scaling" not in skip:
-            scaling = {"4": _brief(main_run)}
+            scaling = {}
             for p in (int(x) for x in args.partitions.split(",") if x):
-                scaling[str(p)] = _brief(bench.drain(f"p{p}", p, args.records))
+                scaling[str(p)] = _brief(bench.drain(f"p{p}", p, args.scaling_records))
+            if args.scaling_records == args.records:
+                scaling["4"] = _brief(main_run)
+            else:
+                scaling["4"] = _brief(bench.drain("p4", 4, args.scaling_records))
             results["scaling"] = dict(sorted(scaling.items(), key=lambda kv: int(kv[0])))
         if "memory" not in skip and args.big:
             results["memory"] = bench.drain("memory", 4, args.big)
@@ -607,8 +633,9 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 def _brief(run: dict[str, Any]) -> dict[str, Any]:
     w = run["worker"]
-    return {k: w[k] for k in ("events_per_s", "cpu_us_per_event", "events_per_cpu_s",
-                              "peak_rss_mb")} | {"load": run["load"]}  # fmt: skip
+    return {"records": run["records"]} | {
+        k: w[k] for k in ("events_per_s", "cpu_us_per_event", "events_per_cpu_s", "peak_rss_mb")
+    } | {"load": run["load"]}
 
 
 if __name__ == "__main__":

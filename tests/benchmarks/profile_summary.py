@@ -47,11 +47,54 @@ def summarise(path: Path, thread: str | None = None) -> tuple[int, Counter[str],
     return total, inclusive, own
 
 
+# Stages of the worker, matched against a sample's frames (innermost match wins, in this order).
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("garbage collector", ("gc_collect",)),
+    ("dead letters (log, headers, produce)", ("Pipeline._dead_letter", "dlq_producer.py:")),
+    ("decode (events.decode)", ("worker/events.py:decode",)),
+    ("map (mapping.build_entity)", ("mapping/__init__.py:build_entity",)),
+    ("XDM schema check", ("worker/rendering.py:render;worker/schemas.py",)),
+    ("serialize (orjson.dumps, envelope)", ("worker/rendering.py:render",)),
+    ("input schema check", ("worker/schemas.py:Validator.first_violation",)),
+    ("batching, offsets, profile order", ("Pipeline._submit", "Pipeline._offer",
+                                          "offsets.py:", "profile_order.py:")),
+    ("consume loop (rest of Pipeline._process)", ("Pipeline._process",)),
+    ("deliver: per-message accept (offsets, metrics)", ("Pipeline.accepted", "Pipeline.rejected")),
+    ("deliver: 207 classification", ("responses.py:classify",)),
+    ("deliver: HTTP request (aiohttp, body)", ("Deliverer._send",)),
+    ("deliver: other", ("aep/delivery.py:",)),
+    ("Kafka consume (Message objects)", ("ConsumerOwner.consume", "cimpl", "thread.py:_worker")),
+    ("start-up (imports, schemas)", ("importlib", "SchemaStore")),
+)
+
+
+def stages(path: Path) -> list[tuple[str, float]]:
+    """Share of samples per stage of the worker (``STAGES``), largest first."""
+    total = 0
+    counts: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        count = int(m.group(2))
+        joined = ";".join(frame_name(f) for f in m.group(1).split(";")[1:])
+        total += count
+        for stage, needles in STAGES:
+            if any(n in joined for n in needles):
+                counts[stage] += count
+                break
+        else:
+            counts["event loop, asyncio, other"] += count
+    return [(stage, n / total) for stage, n in counts.most_common()] if total else []
+
+
 def report(path: Path, top: int = 25, thread: str | None = None) -> str:
     total, inclusive, own = summarise(path, thread)
     if not total:
         return "no samples"
     lines = [f"{total} samples" + (f" (thread {thread})" if thread else "")]
+    lines.append("by stage:")
+    lines += [f"{share:>9.1%}  {stage}" for stage, share in stages(path)]
     lines.append(f"{'inclusive':>9} {'self':>6}  function")
     for name, n in inclusive.most_common(top):
         lines.append(f"{n / total:>9.1%} {own[name] / total:>6.1%}  {name}")
