@@ -39,15 +39,24 @@ class _Entry:
     epoch: int = 0
 
 
-def topic_max_message_bytes(settings: KafkaSettings, topics: list[str]) -> dict[str, int]:
-    """max.message.bytes per topic (missing topics are left out)."""
+def topic_max_message_bytes(
+    settings: KafkaSettings, topics: list[str], errors: dict[str, str] | None = None
+) -> dict[str, int]:
+    """max.message.bytes per topic. Topics left out are missing, or, when ``errors`` is given
+    and names them, could not be described (e.g. the broker refused our credentials)."""
     admin = AdminClient(settings.client_config())
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics]
     out: dict[str, int] = {}
     for res, fut in admin.describe_configs(resources, request_timeout=10).items():
         try:
             entries = fut.result(timeout=15)
-        except KafkaException:
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            missing = isinstance(err, KafkaError) and err.code() in (
+                KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC
+            )
+            if errors is not None and not missing:
+                errors[res.name] = str(err)[:200]
             continue
         entry = entries.get("max.message.bytes")
         if entry is not None and entry.value is not None:

@@ -55,8 +55,12 @@ class RunResult:
 def _check_dlq_topic(settings: Settings) -> int:
     """The DLQ must take what the inputs take (plus headers); warn if not. Returns its limit."""
     k = settings.kafka
-    limits = topic_max_message_bytes(k, [k.dlq_topic, *k.topics])
+    errors: dict[str, str] = {}
+    limits = topic_max_message_bytes(k, [k.dlq_topic, *k.topics], errors)
     dlq_limit = limits.get(k.dlq_topic)
+    if dlq_limit is None and k.dlq_topic in errors:
+        log.error("dlq_topic_check_failed", topic=k.dlq_topic, error=errors[k.dlq_topic])
+        return BROKER_DEFAULT_MAX_MESSAGE_BYTES
     if dlq_limit is None:
         log.error(
             "dlq_topic_missing",
