@@ -69,10 +69,14 @@ def commit_group(bootstrap: str, group: str, offsets: Mapping[tuple[str, int], i
 
 
 def group_offsets(
-    bootstrap: str, group: str, topic: str, partitions: int
+    bootstrap: str, group: str, topic: str, partitions: int, *, stable: bool = True
 ) -> dict[int, tuple[int, str]]:
+    """Committed offsets. ``stable=False`` does not wait for an open transaction that commits
+    offsets of this group (a running or killed redrive job) to end: it reads the last
+    committed ones."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False,
+                         "isolation.level": "read_committed" if stable else "read_uncommitted"})
     got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     consumer.close()
     return {tp.partition: (tp.offset, tp.metadata or "") for tp in got}

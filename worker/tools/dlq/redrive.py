@@ -189,7 +189,15 @@ class Redrive:
     def load_state(self) -> JobState:
         opts = self.opts
         tps = self.cluster.partitions([opts.dlq_topic])
-        committed = self.cluster.committed(opts.progress_group, tps)
+        try:
+            committed = self.cluster.committed(opts.progress_group, tps)
+        except ToolError as exc:
+            # Reading waits for an open transaction that writes these offsets to end.
+            raise ToolError(
+                f"{exc}: a chunk of job {opts.job!r} may still be open (a run of it is going "
+                f"on, or was killed less than {TXN_TIMEOUT_S:.0f} s ago); running the job "
+                "again with --execute rolls it back and continues"
+            ) from None
         stored: dict[int, dict[str, Any]] = {}
         for (_, p), (offset, meta) in committed.items():
             line = next((x for x in meta.split("\n") if x.startswith(META_PREFIX)), None)
