@@ -269,3 +269,12 @@ async def test_redrive_killed_and_rerun_publishes_each_record_once_and_guards_lo
     assert refused["refused"] == {"redriven 1 times already (limit --max-redrives 1)": 40}
     assert sum(1 for m in read_all(kafka_bootstrap, topic, idle_s=1)
                if header_map(m.headers()).get("redrive-count")) == 40, "nothing published"
+
+    # replay works on a group reading the DLQ too: rewinding a job's progress group makes the
+    # job (same selection, kept in its offsets' metadata) cover those records again.
+    rewind = ["replay", "--group", "capillary-aep-redrive.fix-routes", "--topic", dlq,
+              "--to-earliest"]
+    plan = cli_json(fixed, *rewind, "--execute")
+    assert plan["applied"] and plan["replays"] == end
+    redo = cli_json(fixed, *job)
+    assert redo["resumed"] and redo["would_redrive"] == {topic: 40}
