@@ -172,8 +172,9 @@ async def test_retest_tells_fixed_records_from_still_broken_ones(
         kafka_bootstrap, kafka_topic, kafka_names, sandbox, events=8
     )
     still = cli_json(buggy, "dlq", "retest")
-    assert still["totals"] == {"pass": 0, "filtered": 0, "fail": 10, "still_failing_by": {
-        "validate/unknown-event": 8, "decode/invalid-json": 2}}
+    assert still["totals"] == {"records": 10, "pass": 0, "filtered": 0, "fail": 10,
+                               "still_failing_by": {"validate/unknown-event": 8,
+                                                    "decode/invalid-json": 2}}
     now = cli_json(fixed, "dlq", "retest")
     assert now["totals"]["pass"] == 8 and now["totals"]["fail"] == 2
     assert now["totals"]["still_failing_by"] == {"decode/invalid-json": 2}
@@ -189,6 +190,8 @@ async def test_retest_tells_fixed_records_from_still_broken_ones(
         "customerAdded", "tierUpgraded"}
     table = cli(fixed, "dlq", "retest", "--stage", "decode")
     assert table.exit_code == 0 and "still failing decode/invalid-json: 2" in table.stdout
+    first = cli_json(fixed, "dlq", "retest", "--limit", "3")
+    assert first["listed"] == 3 and first["totals"] == now["totals"], "totals cover all"
 
 
 def _kill_once_progress_shows(

@@ -256,20 +256,25 @@ def _verdict_text(v: Verdict) -> str:
 
 @dlq_group.command("retest")
 @selection_options
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many records.")
-def retest_command(limit: int | None, **kw: Any) -> None:
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="List at most this many records (the totals cover all of them).")
+def retest_command(limit: int, **kw: Any) -> None:
     """Run today's decode/validate/transform on dead letters: which would pass now, and why
     the others still fail."""
     sel = _selection("retest", kw)
     with _refusals("retest", sel):
         retester = Retester(sel.settings)
         rows: list[tuple[DlqRecord, Verdict]] = []
+        outcomes: Counter[str] = Counter()
+        failing: Counter[str] = Counter()
         for rec in _records(sel, "retesting"):
-            rows.append((rec, retester.check(rec)))
-            if limit is not None and len(rows) >= limit:
-                break
-        outcomes = Counter(v.outcome for _, v in rows)
-        failing = Counter(f"{v.stage}/{v.kind}" for _, v in rows if v.outcome == "fail")
+            verdict = retester.check(rec)
+            outcomes[verdict.outcome] += 1
+            if verdict.outcome == "fail":
+                failing[f"{verdict.stage}/{verdict.kind}"] += 1
+            if len(rows) < limit:  # memory stays bounded on a large DLQ
+                rows.append((rec, verdict))
+        total = sum(outcomes.values())
         out = sel.out
         if out.json:
             out.emit_json({
@@ -284,12 +289,15 @@ def retest_command(limit: int | None, **kw: Any) -> None:
                      "now": v.as_json()}
                     for r, v in rows
                 ],
-                "totals": {"pass": outcomes["pass"], "filtered": outcomes["filtered"],
-                           "fail": outcomes["fail"], "still_failing_by": dict(failing)},
+                "listed": len(rows),
+                "totals": {"records": total, "pass": outcomes["pass"],
+                           "filtered": outcomes["filtered"], "fail": outcomes["fail"],
+                           "still_failing_by": dict(failing)},
             })
             return
+        listed = f" (the first {len(rows)} listed)" if len(rows) < total else ""
         out.table(
-            f"retest of {len(rows)} dead letter(s): {sel.filter.describe()}",
+            f"retest of {total} dead letter(s){listed}: {sel.filter.describe()}",
             ("dlq", "source", "event", "was", "now"),
             ((f"{r.partition}@{r.offset}",
               f"{r.source_topic}[{r.get('source-partition')}]@{r.get('source-offset')}",

@@ -53,14 +53,14 @@ class Summary:
 
 def summarize(records: Iterable[DlqRecord]) -> Summary:
     out = Summary()
-    seen: set[tuple[str, int, int, str]] = set()
+    seen: set[int] = set()  # hashes of source keys: bounded memory on a large DLQ
     for rec in records:
         out.records += 1
         ts = rec.timestamp_ms
         if ts is not None:
             out.first_ms = ts if out.first_ms is None else min(out.first_ms, ts)
             out.last_ms = ts if out.last_ms is None else max(out.last_ms, ts)
-        key = rec.source_key
+        key = hash(rec.source_key)
         if key in seen:
             continue
         seen.add(key)
