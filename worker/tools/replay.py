@@ -199,10 +199,11 @@ def reset_offsets(
     replays = sum(max(p.replays, 0) for p in plan)
     skips = sum(max(-p.replays, 0) for p in plan)
     when = f" ({format_ms(mode.value)})" if mode.kind == "datetime" else ""
-    if out.json:
+
+    def report(applied: bool) -> None:
         out.emit_json({
             "group": group, "mode": mode.kind, "time": format_ms(mode.value) if when else None,
-            "execute": execute, "applied": execute and bool(changed),
+            "execute": execute, "applied": applied,
             "partitions": [
                 {"topic": p.topic, "partition": p.partition, "current": p.current,
                  "new": p.new, "replays": p.replays, "note": p.note}
@@ -211,7 +212,8 @@ def reset_offsets(
             "replays": replays, "skips": skips,
             "profile_targets": "included" if include_profile else "skipped-for-replayed-offsets",
         })
-    else:
+
+    if not out.json:
         out.table(
             f"{group}: reset {mode.describe()}{when}",
             ("topic", "partition", "current offset", "new offset", "replays", "note"),
@@ -222,19 +224,21 @@ def reset_offsets(
         out.line(f"total: replays {replays} offsets, skips {skips}")
     if replays:
         out.note(PROFILE_INCLUDED if include_profile else PROFILE_SKIPPED)
-    if not execute:
-        out.note("Dry run: nothing changed. Add --execute to apply.")
-        return 0
-    if not changed:
-        out.note("Nothing to change.")
+    if not execute or not changed:
+        if out.json:
+            report(False)
+        out.note("Dry run: nothing changed. Add --execute to apply." if not execute
+                 else "Nothing to change.")
         return 0
     cluster.ensure_inactive(group)  # again, right before writing: a worker may have started
     cluster.commit(group, {p.tp: (p.new, new_meta[p.tp]) for p in changed})
-    after = cluster.committed(group, [p.tp for p in changed])
-    wrong = [f"{t}[{p}]" for (t, p), (o, _) in after.items()
-             if o != next(x.new for x in changed if x.tp == (t, p))]
+    wanted = {p.tp: p.new for p in changed}
+    after = cluster.committed(group, list(wanted))
+    wrong = [f"{t}[{p}]" for (t, p), (o, _) in after.items() if o != wanted[(t, p)]]
     if wrong:
         raise ToolError(f"the new offsets did not stick for {', '.join(wrong)}; run again")
+    if out.json:
+        report(True)
     out.note(f"Applied: {len(changed)} partition(s) of group {group!r} moved. Start the workers "
              "again (and resume any autoscaler you paused).")
     return 0
