@@ -350,7 +350,7 @@ class Pipeline:
             self._stop.set()
             return
         self.tracker.add(tp, offset, generation, 1)
-        reason = "no route for this event name" if what == "unknown-event" else "tombstone"
+        reason = "no route for this org and event name" if what == "unknown-event" else "tombstone"
         self._dead_letter(
             Part(tp, offset, generation, msg, name, "", len(msg.value() or b"")),
             DeadLetter("validate", "Policy", what, reason, event_name=name),
