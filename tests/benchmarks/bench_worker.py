@@ -149,6 +149,7 @@ class Tick:
     cpu: float
     accepted: int
     threads: dict[str, float] | None = None
+    rss_mb: float = 0.0
 
 
 class WorkerRun:
@@ -188,7 +189,8 @@ class WorkerRun:
                 raise TimeoutError(f"worker still running after {timeout}s")
             cpu = self.cpu()
             threads = thread_cpu_s(self.child.pid)
-            self.ticks.append(Tick(time.monotonic(), cpu, progress.accepted(), threads))
+            rss = self.child.sample_memory() or 0.0
+            self.ticks.append(Tick(time.monotonic(), cpu, progress.accepted(), threads, rss))
             time.sleep(SAMPLE_S)
 
     def wait_committed(self, progress: Progress, records: int, timeout: float) -> Tick:
@@ -321,9 +323,10 @@ class Bench:
                 "process_cpu_s": round(ended.cpu_s, 3),
                 "process_cpu_us_per_event": round(ended.cpu_s / records * 1e6, 2),
                 "process_wall_s": round(ended.wall_s, 2),
-                "peak_rss_mb": round(ended.max_rss_mb, 1),
+                "peak_rss_mb": round(ended.peak_rss_mb, 1),
                 "exit_code": ended.code,
                 "cpu_us_per_event_by_thread": {k: v for k, v in threads.items() if v >= 0.05},
+                "rss_mb_by_progress": rss_by_progress(run.ticks),
             },
             "outcome": {k: summary.get(k) for k in (
                 "consumed", "delivered", "delivered_by_target", "dead_lettered",
@@ -346,6 +349,7 @@ class Bench:
             f"{w['peak_rss_mb']} MB; {batch_requests} requests, avg batch "
             f"{out['sandbox']['avg_batch']}; load {out['load']}")  # fmt: skip
         log(f"  worker CPU µs/event by thread: {w['cpu_us_per_event_by_thread']}")
+        log(f"  peak RSS (MB) by share of messages accepted: {w['rss_mb_by_progress']}")
         out["topic"] = topic
         return out
 
@@ -369,7 +373,7 @@ class Bench:
             "events_per_cpu_s": round(records / got["cpu_s"]),
             "events_per_s": round(records / got["wall_s"]),
             "process_cpu_s": round(ended.cpu_s, 3),
-            "peak_rss_mb": round(ended.max_rss_mb, 1),
+            "peak_rss_mb": round(ended.peak_rss_mb, 1),
             "load": load.done(),
         }
         log(f"  floor: {out['cpu_us_per_event']} µs CPU/event ({out['events_per_cpu_s']:,} "
@@ -442,6 +446,23 @@ class Bench:
             for ds, p in phase["by_dataset"].items():
                 log(f"    {ds}: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms ({p['messages']:,})")
         return out
+
+
+def rss_by_progress(ticks: list[Tick]) -> dict[str, float]:
+    """Highest RSS seen up to each tenth of the messages accepted: flat if memory does not
+    grow with the backlog."""
+    final = ticks[-1].accepted if ticks else 0
+    out: dict[str, float] = {}
+    peak = 0.0
+    step = 1
+    for t in ticks:
+        peak = max(peak, t.rss_mb)
+        while step <= 10 and final and t.accepted >= final * step / 10:
+            out[f"{step * 10}%"] = round(peak, 1)
+            step += 1
+    if ticks:
+        out["at exit"] = round(max(peak, max(t.rss_mb for t in ticks)), 1)
+    return out
 
 
 def percentiles(values: list[int]) -> dict[str, Any]:

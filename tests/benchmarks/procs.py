@@ -1,8 +1,11 @@
 """Child processes of the benchmark, and their own CPU and memory accounting.
 
-A child's CPU (user + system, every thread) and peak RSS come from the kernel: ``os.wait4`` on
-that one pid when it exits (its own rusage, nothing of its siblings), and ``/proc/<pid>/stat``
-while it runs. Nothing here runs inside the measured process.
+A child's CPU (user + system, every thread) comes from the kernel: ``os.wait4`` on that one pid
+when it exits (its own rusage, nothing of its siblings), and ``/proc/<pid>/stat`` while it runs.
+Its peak RSS is ``VmHWM`` from ``/proc/<pid>/status``, sampled while it runs: the rusage
+``ru_maxrss`` is useless here, because exec folds the high-water mark of the forked copy of the
+parent (this benchmark, holding a producer's buffers) into it. Nothing here runs inside the
+measured process.
 """
 
 from __future__ import annotations
@@ -39,6 +42,20 @@ def proc_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def memory_mb(pid: int) -> tuple[float, float] | None:
+    """(VmRSS, VmHWM) of a live process in MB: resident now, and its peak since exec."""
+    rss = hwm = None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None if rss is None or hwm is None else (rss, hwm)
+
+
 def thread_cpu_s(pid: int) -> dict[str, float]:
     """CPU seconds per thread name of a live process (same-named threads summed)."""
     out: dict[str, float] = {}
@@ -70,7 +87,7 @@ def machine_busy() -> tuple[float, float]:
 class Exit:
     code: int
     cpu_s: float  # user + system over the whole life of the process
-    max_rss_mb: float
+    peak_rss_mb: float  # VmHWM at the last sample before exit (0: never sampled)
     wall_s: float
 
 
@@ -85,6 +102,7 @@ class Child:
     proc: subprocess.Popen[bytes] = field(init=False)
     started: float = field(init=False)
     exit: Exit | None = field(init=False, default=None)
+    peak_rss_mb: float = field(init=False, default=0.0)
     _files: list[IO[bytes]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -108,9 +126,18 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
+    def sample_memory(self) -> float | None:
+        """Current RSS (MB); keeps the peak (VmHWM) for ``Exit``."""
+        got = memory_mb(self.pid) if self.exit is None else None
+        if got is None:
+            return None
+        self.peak_rss_mb = max(self.peak_rss_mb, got[1])
+        return got[0]
+
     def poll(self) -> Exit | None:
         if self.exit is not None:
             return self.exit
+        self.sample_memory()  # the last look before it can be reaped
         pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         if pid == 0:
             return None
@@ -122,7 +149,7 @@ class Child:
         while (found := self.poll()) is None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.argv[:4]} still running after {timeout}s")
-            time.sleep(0.05)
+            time.sleep(0.02)
         return found
 
     def _reaped(self, status: int, usage: Any) -> None:
@@ -130,7 +157,7 @@ class Child:
         self.exit = Exit(
             self.proc.returncode,
             usage.ru_utime + usage.ru_stime,
-            usage.ru_maxrss / 1024,  # KiB on Linux
+            self.peak_rss_mb,
             time.monotonic() - self.started,
         )
         for f in self._files:
