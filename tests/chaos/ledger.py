@@ -108,6 +108,7 @@ class Outcome:
     dead: Counter[str] = field(default_factory=Counter)  # error-kind -> distinct records
     filtered: int = 0
     superseded: int = 0  # profile updates replaced by a newer one of the same identity
+    superseded_by_dead: int = 0  # ... whose newer update(s) all went to the DLQ
     lost: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
     uncommitted: dict[int, tuple[int, int]] = field(default_factory=dict)  # p -> (committed, end)
@@ -141,9 +142,19 @@ class Outcome:
             f"lost {len(self.lost)}  wall {self.wall_s:5.1f}s  "
             f"load {self.load[0]:.1f}->{self.load[1]:.1f}"
         )
-        if self.notes:
-            text += "  (" + "; ".join(self.notes) + ")"
+        if self.all_notes:
+            text += "  (" + "; ".join(self.all_notes) + ")"
         return text
+
+    @property
+    def all_notes(self) -> list[str]:
+        extra = []
+        if self.superseded_by_dead:
+            extra.append(
+                f"{self.superseded_by_dead} superseded updates whose newer update was "
+                "dead-lettered"
+            )
+        return self.notes + extra
 
     def check(self) -> None:
         """Fail the test with the details if anything was lost, misplaced or left uncommitted."""
@@ -224,15 +235,21 @@ class Ledger:
         return out
 
     @staticmethod
-    def _superseded(entry: Entry, dataset: str, reached: dict[Identity, list[Entry]]) -> bool:
-        """Not sent, legitimately: a newer (or same-time, later) update of the identity won."""
+    def _winners(entry: Entry, dataset: str, reached: dict[Identity, list[Entry]]) -> list[Entry]:
+        """The newer (or same-time) updates of the identity that reached AEP or the DLQ."""
         e = entry.expect
         if e.profile is None or e.profile[0] != dataset:
-            return False
-        return any(
-            other.label != entry.label and other.expect.created >= e.created
-            for other in reached.get(e.profile, ())
-        )
+            return []
+        return [
+            other for other in reached.get(e.profile, ())
+            if other.label != entry.label and other.expect.created >= e.created
+        ]
+
+    def _superseded(
+        self, entry: Entry, dataset: str, reached: dict[Identity, list[Entry]]
+    ) -> bool:
+        """Not sent, legitimately: a newer (or same-time, later) update of the identity won."""
+        return bool(self._winners(entry, dataset, reached))
 
     def tally(self, seen: Observed, *, require_committed: bool = True) -> Outcome:
         out = Outcome(
@@ -260,11 +277,15 @@ class Ledger:
                 targets = Counter(h.get("target", "") for h in dead)
                 out.dlq_duplicates += sum(n - 1 for n in targets.values())
             if expect.outcome == "deliver":
-                self._check_delivered(entry, where, parts, dead, reached, out)
+                self._check_delivered(entry, where, parts, dead, reached, seen, out)
             elif expect.outcome == "dlq":
                 if parts:
                     out.wrong.append(f"{where}: expected dlq, reached AEP {sorted(parts)}")
-                if not dead:
+                if not dead and not parts and any(
+                    self._superseded(entry, ds, reached) for ds in expect.datasets or ()
+                ):
+                    out.superseded += 1  # never sent, so never rejected
+                elif not dead:
                     out.lost.append(f"{where}: expected dlq, found nowhere")
                 elif expect.error_kind is not None and dead[0].get("error-kind") != expect.error_kind:
                     out.wrong.append(
@@ -302,6 +323,7 @@ class Ledger:
         parts: dict[str, list[dict[str, Any]]],
         dead: list[dict[str, str]],
         reached: dict[Identity, list[Entry]],
+        seen: Observed,
         out: Outcome,
     ) -> None:
         if dead:
@@ -325,8 +347,11 @@ class Ledger:
         for ds in datasets:
             if parts.get(ds):
                 continue
-            if self._superseded(entry, ds, reached):
+            winners = self._winners(entry, ds, reached)
+            if winners:
                 out.superseded += 1
+                if not any(seen.delivered.get(w.label, {}).get(ds) for w in winners):
+                    out.superseded_by_dead += 1
             else:
                 missing.append(ds)
         if missing:

@@ -37,7 +37,7 @@ def markdown(sizes: Sizes) -> str:
         rows.append(
             f"| {o.scenario} | {o.produced:,} | {o.delivered:,} | {dup} | "
             f"{o.dead_total:,}: {o.reasons()} | {o.filtered} | {o.superseded} | **{len(o.lost)}** | "
-            f"{o.wall_s:.0f} s | {o.load[0]:.1f}→{o.load[1]:.1f} | {'; '.join(o.notes)} |"
+            f"{o.wall_s:.0f} s | {o.load[0]:.1f}→{o.load[1]:.1f} | {'; '.join(o.all_notes)} |"
         )
     return head + "\n".join(rows) + "\n"
 

@@ -20,7 +20,6 @@ class Sizes:
     crash_kills: int
     crash_life_s: tuple[float, float]  # killed this long (random) after its assignment
     crash_latency_ms: float  # AEP answers this slowly while the kills go on
-    crash_batch: int
     # 2. AEP faults
     fault_events: int
     # 3. AEP outage
@@ -57,23 +56,22 @@ SHORT = Sizes(
     crash_events=3_000,
     crash_kills=3,
     crash_life_s=(0.5, 3.0),
-    crash_latency_ms=500,
-    crash_batch=50,
+    crash_latency_ms=50,
     fault_events=2_000,
     outage_events=1_500,
     outage_s=5,
     broker_events=1_500,
-    broker_down_s=2,
+    broker_down_s=1,
     auth_events=1_000,
     token_lifetime_s=2,
     auth_403_burst=5,
     poison_valid=1_000,
     poison_rounds=1,
     dlq_events=600,
-    dlq_down_s=3,
+    dlq_down_s=2,
     storm_events=2_000,
     storm_changes=4,
-    storm_interval_s=(2.0, 4.0),
+    storm_interval_s=(1.5, 3.0),
     sigterm_events=8_000,
     sigterm_drain_s=2,
     guard_events=600,
@@ -86,8 +84,7 @@ FULL = Sizes(
     crash_events=100_000,
     crash_kills=12,
     crash_life_s=(0.5, 8.0),
-    crash_latency_ms=200,
-    crash_batch=100,
+    crash_latency_ms=50,
     fault_events=20_000,
     outage_events=12_000,
     outage_s=60,
