@@ -382,9 +382,13 @@ class Bench:
 
     # -- 4: latency, live --
 
-    def latency(self, rate: int, seconds: float, burst: int) -> dict[str, Any]:
+    def latency(self, rate: int, seconds: float, full: int | None) -> dict[str, Any]:
+        """Live at ``rate``, then at ``full`` per second (the worker's own full speed, as
+        measured draining the main backlog; None: as fast as the producer goes), ``seconds``
+        each."""
         assert self.pool is not None
-        log(f"[latency] live: {rate:,} events/s for {seconds:.0f}s, then {burst:,} at full speed")
+        log(f"[latency] live: {rate:,} events/s, then {full or 'unpaced':,} events/s (full "
+            f"speed), {seconds:.0f}s each")  # fmt: skip
         jsonl = self.workdir / "accepted.jsonl"
         sandbox = Sandbox(self.workdir, "sandbox-latency", "--store", f"jsonl:{jsonl}",
                           "--max-records", "0")  # fmt: skip
@@ -404,7 +408,7 @@ class Bench:
             done = warm
             for name, count, pace in (
                 (f"{rate}/s", int(rate * seconds), float(rate)),
-                ("full speed", burst, None),
+                ("full speed", int((full or rate) * seconds), float(full) if full else None),
             ):
                 load = Load()
                 cpu0 = run.cpu()
@@ -578,7 +582,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--scaling-records", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=2000, help="live rate for the latency phase")
     parser.add_argument("--live-seconds", type=float, default=15.0)
-    parser.add_argument("--burst", type=int, default=60_000, help="live records at full speed")
+    parser.add_argument("--full-rate", type=int, default=None,
+                        help="live rate of the full-speed phase (default: the main run's)")
     parser.add_argument("--pool", type=int, default=20_000, help="distinct sample events")
     parser.add_argument("--invalid-share", type=float, default=0.01)
     parser.add_argument("--skip", default="", help="comma list of: floor,scaling,memory,latency")
@@ -592,7 +597,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
-        args.records, args.big, args.burst, args.live_seconds = 20_000, 0, 10_000, 5.0
+        args.records, args.big, args.live_seconds = 20_000, 0, 5.0
         args.scaling_records = args.records
         args.pool = min(args.pool, 5000)
     skip = set(filter(None, args.skip.split(",")))
@@ -635,7 +640,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         if "memory" not in skip and args.big:
             results["memory"] = bench.drain("memory", 4, args.big)
         if "latency" not in skip:
-            results["latency"] = bench.latency(args.rate, args.live_seconds, args.burst)
+            full = args.full_rate or main_run["worker"]["events_per_s"]
+            results["latency"] = bench.latency(args.rate, args.live_seconds, full)
     finally:
         bench.close()
     results["bench_seconds"] = round(time.monotonic() - started)
