@@ -167,6 +167,8 @@ def test_metrics_follow_records_through_broker_and_sandbox(
                 lambda: _scrape_when(
                     port, lambda m: value(m, "capaep_consumer_lag") == 0
                     and value(m, "capaep_in_flight_records") == 0
+                    # refreshed by the once-a-second watchdog, so it may trail in-flight
+                    and value(m, "capaep_oldest_unfinished_age_seconds") == 0
                     and len([k for k in m if k[0] == "capaep_consumer_lag"]) == 2,
                 ),
                 90, "everything delivered, committed and reported by librdkafka",
