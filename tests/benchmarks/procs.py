@@ -57,7 +57,8 @@ def memory_mb(pid: int) -> tuple[float, float] | None:
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name of a live process (same-named threads summed)."""
+    """CPU seconds per thread name of a live process (same-named threads summed; Python's
+    threads are all "python": the main one, the event loop's, is reported apart)."""
     out: dict[str, float] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -70,6 +71,8 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
             continue
         head, _, rest = stat.rpartition(")")
         name = head.split("(", 1)[1].rstrip("0123456789_") or "?"
+        if tid == str(pid):
+            name += " (main thread)"
         fields = rest.split()
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out
