@@ -251,7 +251,7 @@ class Ledger:
         """Not sent, legitimately: a newer (or same-time, later) update of the identity won."""
         return bool(self._winners(entry, dataset, reached))
 
-    def tally(self, seen: Observed, *, require_committed: bool = True) -> Outcome:
+    def tally(self, seen: Observed) -> Outcome:
         out = Outcome(
             self.scenario,
             produced=len(self.entries),
@@ -309,11 +309,10 @@ class Ledger:
             out.wrong.append(f"{len(strangers)} events in AEP that were never produced")
         if seen.foreign_dead:
             out.wrong.append(f"{seen.foreign_dead} dead letters from another topic")
-        if require_committed:
-            for p in range(self.partitions):
-                c, e = seen.committed.get(p, -1), seen.ends.get(p, 0)
-                if c != e and not (c < 0 and e == 0):
-                    out.uncommitted[p] = (c, e)
+        for p in range(self.partitions):
+            c, e = seen.committed.get(p, -1), seen.ends.get(p, 0)
+            if c != e and not (c < 0 and e == 0):
+                out.uncommitted[p] = (c, e)
         return out
 
     def _check_delivered(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -214,10 +214,12 @@ class Scenario:
         assert code == 0, f"{label} exited {code}:\n{tail(worker)}"
         return worker
 
-    def worker_problems(self, allowed: Iterable[str] = ()) -> list[dict[str, Any]]:
-        """error/critical log lines of every worker, except the reported faults."""
-        ok = (*FAULT_REPORTS, *allowed)
-        return [e for w in self.workers for e in problems(w, ok)]
+    def worker_problems(
+        self, known: Callable[[dict[str, Any]], bool] = lambda _: False
+    ) -> list[dict[str, Any]]:
+        """error/critical log lines of every worker, except the reported faults and ``known``
+        issues (which a scenario must count in its notes)."""
+        return [e for w in self.workers for e in problems(w, FAULT_REPORTS) if not known(e)]
 
     def close(self) -> None:
         for worker in self.workers:
@@ -236,14 +238,17 @@ class Scenario:
             partitions=self.partitions,
         )
 
-    def finish(self, *, require_committed: bool = True) -> Outcome:
-        """Tally, record the report line, print it; fails on loss or misplaced records."""
+    def finish(
+        self, *, known: Callable[[dict[str, Any]], bool] = lambda _: False
+    ) -> Outcome:
+        """Tally, record the report line, print it; fails on loss, misplaced records or worker
+        errors (other than the injected faults' and the ``known`` ones)."""
         seen = self.observe()
-        outcome = self.ledger.tally(seen, require_committed=require_committed)
+        outcome = self.ledger.tally(seen)
         report.record(outcome)
         print("\n" + outcome.line())
         outcome.check()
-        bad = self.worker_problems()
+        bad = self.worker_problems(known)
         assert not bad, f"{self.name}: worker errors\n" + "\n".join(map(str, bad[:10]))
         return outcome
 

@@ -368,7 +368,19 @@ def test_rebalance_storm(scenario: NewScenario, sandbox: Any, sizes: Sizes) -> N
     for worker in running.values():
         if worker is not None:
             leave(worker)
-    s.finish()
+    lost_commits = [e for w in s.workers for e in find_events(w, "on_revoke_failed")
+                    if commit_destroyed_on_close(e)]
+    if lost_commits:
+        s.note(f"{len(lost_commits)} final commits refused while closing mid-rebalance "
+               "(redelivered, in duplicates)")
+    s.finish(known=commit_destroyed_on_close)
+
+
+def commit_destroyed_on_close(event: dict[str, Any]) -> bool:
+    """A known worker issue, not a loss: SIGTERM during a rebalance makes the shutdown's commit
+    fail (REBALANCE_IN_PROGRESS), and the commit librdkafka's close-time revoke callback then
+    makes is refused with _DESTROY. The finished records are redelivered to the next owner."""
+    return event["event"] == "on_revoke_failed" and "_DESTROY" in event.get("detail", "")
 
 
 # --------------------------------------------------------------------------------------------
