@@ -351,6 +351,7 @@ class Bench:
         log(f"  worker CPU µs/event by thread: {w['cpu_us_per_event_by_thread']}")
         log(f"  peak RSS (MB) by share of messages accepted: {w['rss_mb_by_progress']}")
         out["topic"] = topic
+        out["dlq"] = dlq
         return out
 
     def floor(self, topic: str, records: int) -> dict[str, Any]:
@@ -379,6 +380,27 @@ class Bench:
         log(f"  floor: {out['cpu_us_per_event']} µs CPU/event ({out['events_per_cpu_s']:,} "
             f"events per CPU-s), {out['events_per_s']:,} events/s wall")  # fmt: skip
         return out
+
+    def stages(self, topic: str, dlq: str, records: int) -> dict[str, Any]:
+        """CPU per stage (``bench_stages``): the same worker, drained again over ``topic``."""
+        assert self.sandbox is not None
+        settings = worker_settings(self.bootstrap, self.sandbox.url, topic,
+                                   f"{topic}-stages", dlq, free_port())  # fmt: skip
+        settings["log_level"] = "info"
+        out_path = self.workdir / "stages.json"
+        child = Child(python("-m", "tests.benchmarks.bench_stages"), env=worker_env(settings),
+                      log_path=self.workdir / "stages.log", stdout_path=out_path)  # fmt: skip
+        ended = child.wait(self.args.timeout)
+        if ended.code != 0:
+            raise RuntimeError(f"bench_stages exited {ended.code}; see {self.workdir}")
+        got: dict[str, Any] = orjson.loads(out_path.read_bytes())
+        if got["events"] != records:
+            raise RuntimeError(f"bench_stages consumed {got['events']} of {records}")
+        log(f"  CPU µs/event by stage (main thread {got['main_thread_us_per_event']}, process "
+            f"{got['process_us_per_event']}):")  # fmt: skip
+        for name, us in got["stages_us_per_event"].items():
+            log(f"    {us:>7.2f}  {name}")
+        return got
 
     # -- 4: latency, live --
 
@@ -586,7 +608,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                         help="live rate of the full-speed phase (default: the main run's)")
     parser.add_argument("--pool", type=int, default=20_000, help="distinct sample events")
     parser.add_argument("--invalid-share", type=float, default=0.01)
-    parser.add_argument("--skip", default="", help="comma list of: floor,scaling,memory,latency")
+    parser.add_argument("--skip", default="", help="comma list of: floor,stages,scaling,memory,latency")
     parser.add_argument("--profile", action="store_true",
                         help="one more main-sized drain under py-spy; stacks and summary saved")
     parser.add_argument("--quick", action="store_true", help="small figures, for development")
@@ -622,6 +644,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             results["floor_ratio"] = round(
                 main_run["worker"]["cpu_us_per_event"] / results["floor"]["cpu_us_per_event"], 2
             )
+        if "stages" not in skip:
+            results["stages"] = bench.stages(main_run["topic"], main_run["dlq"], args.records)
         if args.profile:
             stacks = args.out.with_name(args.out.stem + "-profile.txt")
             bench.drain("profile", 4, args.records, profile=stacks)
