@@ -35,7 +35,7 @@ bench: setup ## the worker's benchmark (~10 min): CPU per event, floor, scaling,
 	$(UV) run python -m tests.benchmarks.bench_worker $(BENCH_ARGS)
 
 CHAOS_REPORT ?= .cache/chaos-report.md
-chaos: setup ## the fault-injection suite at full size (~1 h): one line per scenario, README table in CHAOS_REPORT
+chaos: setup ## the fault-injection suite at full size (~12 min): one line per scenario, README table in CHAOS_REPORT
 	CHAOS_FULL=1 CHAOS_REPORT=$(CHAOS_REPORT) $(UV) run pytest tests/chaos -q $(PYTEST_ARGS)
 
 lint: ## ruff and mypy (strict) on worker/

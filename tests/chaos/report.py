@@ -34,9 +34,10 @@ def markdown(sizes: Sizes) -> str:
     rows = []
     for o in RESULTS:
         dup = f"{o.duplicates}" + (f" (+{o.dlq_duplicates} DLQ)" if o.dlq_duplicates else "")
+        dead = f"{o.dead_total:,}: {o.reasons()}" if o.dead_total else "0"
         rows.append(
             f"| {o.scenario} | {o.produced:,} | {o.delivered:,} | {dup} | "
-            f"{o.dead_total:,}: {o.reasons()} | {o.filtered} | {o.superseded} | **{len(o.lost)}** | "
+            f"{dead} | {o.filtered} | {o.superseded} | **{len(o.lost)}** | "
             f"{o.wall_s:.0f} s | {o.load[0]:.1f}→{o.load[1]:.1f} | {'; '.join(o.all_notes)} |"
         )
     return head + "\n".join(rows) + "\n"

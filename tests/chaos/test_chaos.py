@@ -304,6 +304,8 @@ def test_dlq_unavailable(
     wait_for(lambda: metric(port, "capaep_paused", reason="dlq-unavailable") == 1.0, 30,
              "the worker pausing for the DLQ")
     time.sleep(sizes.dlq_down_s)  # many commit intervals while the DLQ refuses writes
+    status, body = http_get(port, "/readyz")
+    assert status == 503 and "dead-letter" in body["reason"], (status, body)
     held = s.committed()
     for partition, offset in first_poison.items():
         assert held[partition] <= offset, (
