@@ -126,6 +126,10 @@ class Pipeline:
         self.tracker = OffsetTracker()
         self.ages = UnfinishedAges()
         self.guard = DlqGuard(settings.dlq_guard)
+        # AEP's verdicts arrive later than the consume-time ones; mixing both in one window
+        # let a backlog's consume-time successes run ahead of its rejections, so a minority of
+        # rejections tripped the guard. Each clock gets its own window; either trips the worker.
+        self.aep_guard = DlqGuard(settings.dlq_guard)
         self.in_flight_bytes = 0
         self.pause_reasons: dict[str, str] = {}
         self._paused = False
@@ -391,7 +395,10 @@ class Pipeline:
         self.tracker.finish(part.tp, part.offset, part.generation)
 
     def _dead_letter(self, part: Part, why: DeadLetter) -> None:
-        if not self.guard.allow_invalid():
+        guard = self.aep_guard if why.stage == "deliver" else self.guard
+        if self.guard.tripped or not guard.allow_invalid():
+            if not self.guard.tripped:
+                self.guard.trip(guard.reason)
             self._trip(f"{part.tp[0]}[{part.tp[1]}]@{part.offset}")
             return
         if part.target == "":
@@ -431,6 +438,7 @@ class Pipeline:
     # DeliverySink -------------------------------------------------------------------------
 
     def accepted(self, item: Part, xaction_id: str | None) -> None:
+        self.aep_guard.valid()
         ts_type, ts = item.msg.timestamp()
         self.metrics.accepted(
             item.event or "other", item.target, time.time(), item.created_ms,

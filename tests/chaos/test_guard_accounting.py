@@ -16,14 +16,6 @@ from tests.integration.process_helpers import find_events, tail
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(180)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker bug: Pipeline._process (worker/pipeline.py:260) counts a record valid for "
-    "the DLQ guard when it is consumed, but Pipeline.rejected -> _dead_letter counts an AEP "
-    "rejection invalid when the 207 answer arrives. While consumption is paused (in-flight cap) "
-    "or runs ahead, rejections reach the guard with no success between them, so 10% rejected "
-    "trips a guard set to '50 in a row or more than half of the last 100'",
-)
 def test_dlq_guard_is_not_tripped_by_a_minority_of_aep_rejections(
     scenario: Callable[..., Scenario], sandbox: Any
 ) -> None:
