@@ -1,5 +1,6 @@
-"""A worker bug the chaos suite found, pinned until it is fixed: the DLQ guard trips on a
-healthy stream when AEP rejects a minority of records while a backlog is in flight."""
+"""Regression test for a worker bug the chaos suite found (fixed in worker/pipeline.py): the
+DLQ guard counted a record valid when consumed but an AEP rejection invalid when the answer
+came, so while a backlog was in flight a minority of rejections tripped it."""
 
 from __future__ import annotations
 
