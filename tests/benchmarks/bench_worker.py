@@ -601,7 +601,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=200_000, help="main backlog")
     parser.add_argument("--big", type=int, default=1_000_000, help="memory backlog (0: skip)")
     parser.add_argument("--partitions", default="1,2", help="scaling runs besides the main 4")
-    parser.add_argument("--scaling-records", type=int, default=100_000)
+    parser.add_argument("--scaling-records", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=2000, help="live rate for the latency phase")
     parser.add_argument("--live-seconds", type=float, default=15.0)
     parser.add_argument("--full-rate", type=int, default=None,
