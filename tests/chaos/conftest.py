@@ -27,7 +27,7 @@ def sizes() -> Sizes:
 def scenario(
     kafka_bootstrap: str, kafka_names: KafkaNames, tmp_path: Path
 ) -> Iterator[Callable[..., Scenario]]:
-    """``scenario(name, sandbox, partitions=3, topic_config=None, create_dlq=True)``."""
+    """``scenario(name, sandbox, partitions=3, topic_config=None)`` -> a :class:`Scenario`."""
     made: list[Scenario] = []
 
     def make(name: str, sandbox: Any, **kwargs: Any) -> Scenario:

@@ -42,10 +42,7 @@ SAMPLE_EXPECT: dict[str, Expect] = {
     "missing-event-id": Expect("dlq", "missing-field"),
 }
 # Log lines that are the worker reporting the fault a scenario injects, not a worker failure.
-FAULT_REPORTS = (
-    "delivery_blocked", "dcs.blocked", "dlq_unavailable", "dlq_guard_tripped",
-    "dlq_producer_fatal", "worker_stopped",
-)
+FAULT_REPORTS = ("delivery_blocked", "dcs.blocked", "dlq_unavailable", "dlq_guard_tripped")
 # Where each mapping family lands with the routes of worker_harness.routes_for.
 DATASETS = {
     "experience_event": "ds-loyalty-events",
@@ -74,7 +71,6 @@ class Scenario:
         log_dir: Path,
         partitions: int = 3,
         topic_config: Mapping[str, str] | None = None,
-        create_dlq: bool = True,
     ) -> None:
         assert {r["family"]: r["dataset_id"] for r in routes_for(sandbox)} == DATASETS
         self.name = name
@@ -83,9 +79,7 @@ class Scenario:
         self.partitions = partitions
         self.log_dir = log_dir
         self.topic = create_topic(bootstrap, names.topic(name), partitions, topic_config)
-        self.dlq = names.topic(name + "-dlq")
-        if create_dlq:
-            create_topic(bootstrap, self.dlq, 1, topic_config)
+        self.dlq = create_topic(bootstrap, names.topic(name + "-dlq"), 1, topic_config)
         self.group = names.group(name)
         self.ledger = Ledger(name, self.topic, partitions)
         self.workers: list[WorkerProcess] = []
