@@ -374,6 +374,26 @@ class DlqGuardSettings(_Model):
     max_consecutive: int = Field(default=500, ge=1)
 
 
+_TOPIC_NAME = r"^[A-Za-z0-9._\-]{1,249}$"
+
+
+class ReceiptSettings(_Model):
+    """Delivery receipts: one compact record per delivered target on a Kafka topic."""
+
+    enabled: bool = False
+    topic: str = Field(
+        default="capillary-aep-receipts", pattern=_TOPIC_NAME,
+        description="receipts topic (must exist; cleanup.policy=delete, never compact)",
+    )
+    message_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> ReceiptSettings:
+        if self.topic in (".", ".."):
+            raise ValueError("receipts.topic must not be '.' or '..'")
+        return self
+
+
 class FlowSettings(_Model):
     max_in_flight_records: int = Field(default=20_000, ge=100)
     max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, ge=1_000_000)
@@ -419,6 +439,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     profile_order: ProfileOrderSettings = Field(default_factory=ProfileOrderSettings)
     xdm: XdmSettings = Field(default_factory=XdmSettings)
+    receipts: ReceiptSettings = Field(default_factory=ReceiptSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -427,6 +448,10 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"routes: duplicate target names {dupes}")
+        if self.receipts.enabled and (
+            self.receipts.topic in self.kafka.topics or self.receipts.topic == self.kafka.dlq_topic
+        ):
+            raise ValueError("receipts.topic must differ from kafka.topics and kafka.dlq_topic")
         live = self.health.liveness_timeout_s
         if live is not None and live * 1000 >= self.kafka.max_poll_interval_ms:
             raise ValueError(

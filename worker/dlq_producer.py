@@ -76,9 +76,16 @@ class DeadLetterProducer:
         retry_base_s: float = 0.5,
         retry_max_s: float = 15.0,
         on_client_error: Callable[[KafkaError], None] | None = None,
+        topic: str | None = None,
+        message_timeout_ms: int | None = None,
+        name: str = "dlq",
     ) -> None:
+        """``topic``/``message_timeout_ms``/``name`` (log events and thread): the same
+        machinery for another acked topic (``worker.receipts``); the DLQ's by default."""
         self.settings = settings
-        self.topic = settings.dlq_topic
+        self.topic = topic or settings.dlq_topic
+        self.name = name
+        self._message_timeout_ms = message_timeout_ms or settings.dlq_message_timeout_ms
         self.max_record_bytes = max_record_bytes
         self._loop = loop
         self._on_acked = on_acked
@@ -96,7 +103,7 @@ class DeadLetterProducer:
         self.recreated = 0
         self.truncated = 0
         self._producer = self._new_producer()
-        self._poller = threading.Thread(target=self._poll_forever, name="dlq-poll", daemon=True)
+        self._poller = threading.Thread(target=self._poll_forever, name=f"{name}-poll", daemon=True)
         self._poller.start()
 
     def _new_producer(self) -> Producer:
@@ -107,7 +114,7 @@ class DeadLetterProducer:
                 "enable.idempotence": True,
                 "compression.type": "zstd",
                 "linger.ms": 5,
-                "message.timeout.ms": self.settings.dlq_message_timeout_ms,
+                "message.timeout.ms": self._message_timeout_ms,
                 "message.max.bytes": max(self.max_record_bytes, 1_000_000),
                 "error_cb": self._on_error,
             }
@@ -145,7 +152,7 @@ class DeadLetterProducer:
         epoch = self._epoch
 
         def delivered(err: KafkaError | None, _msg: Any) -> None:  # poll thread
-            self._loop.call_soon_threadsafe(self._delivered, entry, epoch, err)
+            self._report(entry, epoch, err)
 
         try:
             self._producer.produce(
@@ -166,6 +173,9 @@ class DeadLetterProducer:
             else:
                 self._retry_later(entry, str(code))
 
+    def _report(self, entry: _Entry, epoch: int, err: KafkaError | None) -> None:  # poll thread
+        self._loop.call_soon_threadsafe(self._delivered, entry, epoch, err)
+
     def _delivered(self, entry: _Entry, epoch: int, err: KafkaError | None) -> None:
         if entry.id not in self._outstanding or epoch != entry.epoch:
             return  # re-sent after a producer recreation; the newer attempt decides
@@ -175,7 +185,7 @@ class DeadLetterProducer:
             if entry.id in self._failing:
                 self._failing.discard(entry.id)
                 if not self._failing:
-                    log.info("dlq_available_again", topic=self.topic)
+                    log.info(f"{self.name}_available_again", topic=self.topic)
                     self._on_availability(True)
             self._on_acked(entry.token)
             return
@@ -200,7 +210,7 @@ class DeadLetterProducer:
         if delay is None:
             delay = min(self._retry_base * 2 ** min(entry.attempts - 1, 10), self._retry_max)
         if not self._failing and delay > 0:
-            log.error("dlq_unavailable", topic=self.topic, cause=cause, retry_in_s=delay)
+            log.error(f"{self.name}_unavailable", topic=self.topic, cause=cause, retry_in_s=delay)
             self._failing.add(entry.id)
             self._on_availability(False)
         elif delay > 0:
@@ -213,7 +223,9 @@ class DeadLetterProducer:
             self._produce(entry)
 
     def _recreate(self, err: KafkaError) -> None:
-        log.error("dlq_producer_fatal", error=err.name(), outstanding=len(self._outstanding))
+        log.error(
+            f"{self.name}_producer_fatal", error=err.name(), outstanding=len(self._outstanding)
+        )
         old = self._producer
         self._epoch += 1
         self.recreated += 1
@@ -233,14 +245,14 @@ class DeadLetterProducer:
         if err.fatal():
             self._loop.call_soon_threadsafe(self._recreate, err)
         else:
-            log.warning("dlq_producer_error", error=err.name())
+            log.warning(f"{self.name}_producer_error", error=err.name())
 
     def _poll_forever(self) -> None:  # poll thread: delivery reports arrive continuously
         while self._running:
             try:
                 self._producer.poll(0.1)
             except Exception as exc:  # pragma: no cover
-                log.error("dlq_poll_failed", error=type(exc).__name__)
+                log.error(f"{self.name}_poll_failed", error=type(exc).__name__)
 
     async def flush(self, deadline_s: float) -> int:
         """Wait until every dead letter is acknowledged or the deadline passes; returns left."""

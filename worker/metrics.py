@@ -180,6 +180,12 @@ class Metrics:
             ["stage", "error_class", "error_kind"],
             registry=r,
         )
+        self.receipts = Counter(
+            "capaep_receipts",
+            "Delivery receipts: produced (acked by Kafka) or failed (a produce attempt; retried)",
+            ["result"],
+            registry=r,
+        )
         self.filtered = Counter(
             "capaep_records_filtered", "Records deliberately skipped", ["reason"], registry=r
         )

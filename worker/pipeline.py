@@ -36,6 +36,8 @@ from worker.metrics import Metrics
 from worker.offsets import TP, OffsetTracker
 from worker.profile_order import ProfileOrder
 from worker.rate_limit import RateLimit
+from worker.receipts import ReceiptProducer
+from worker.receipts import encode as encode_receipt
 from worker.record_age import UnfinishedAges
 from worker.rendering import RenderError, render
 from worker.routing import RouteTable, Target
@@ -62,6 +64,8 @@ class Part:
     nbytes: int
     created_ms: int | None = None  # the event's createdAt, for end-to-end latency
     order_key: tuple[str, int, str] | None = None  # (target, orgId, customerId): profiles only
+    event_id: str = ""  # Capillary's eventId and orgId: for delivery receipts
+    org_id: int = 0
 
 
 class _Queues:
@@ -154,13 +158,18 @@ class Pipeline:
         self.consumer: ConsumerOwner
         self.dlq: DeadLetterProducer
         self.deliverer: Deliverer[Part]
+        # Delivery receipts (optional): accepted parts wait here for one flush per response.
+        self.receipts: ReceiptProducer | None = None
+        self._receipt_buf: list[tuple[Part, str | None, str | None]] = []
 
     def attach(
-        self, consumer: ConsumerOwner, dlq: DeadLetterProducer, deliverer: Deliverer[Part]
+        self, consumer: ConsumerOwner, dlq: DeadLetterProducer, deliverer: Deliverer[Part],
+        receipts: ReceiptProducer | None = None,
     ) -> None:
         self.consumer = consumer
         self.dlq = dlq
         self.deliverer = deliverer
+        self.receipts = receipts
 
     def stop(self) -> None:
         self._stop.set()
@@ -246,7 +255,7 @@ class Pipeline:
             for target in targets:
                 part = Part(
                     tp, offset, generation, msg, event.name, target.name, len(value),
-                    event.created_at_ms,
+                    event.created_at_ms, None, event.event_id, event.org_id,
                 )
                 try:
                     payload = render(event, target, ctx)
@@ -437,14 +446,20 @@ class Pipeline:
 
     # DeliverySink -------------------------------------------------------------------------
 
-    def accepted(self, item: Part, xaction_id: str | None) -> None:
+    def accepted(self, item: Part, xaction_id: str | None, batch_id: str | None = None) -> None:
         self.aep_guard.valid()
         ts_type, ts = item.msg.timestamp()
         self.metrics.accepted(
             item.event or "other", item.target, time.time(), item.created_ms,
             None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
         )
-        self._finish(item)
+        if self.receipts is None:
+            self._finish(item)
+        else:  # finished once Kafka acked its receipt
+            buf = self._receipt_buf
+            buf.append((item, xaction_id, batch_id))
+            if len(buf) == 1:  # the rest of this response joins before the flush runs
+                asyncio.get_running_loop().call_soon(self._send_receipts)
         if item.order_key is not None:
             self._release(item, delivered=True)
 
@@ -463,6 +478,38 @@ class Pipeline:
         )
         if item.order_key is not None:
             self._release(item, delivered=False)
+
+    def _send_receipts(self) -> None:
+        """One tight loop over the accepted parts buffered since the last flush."""
+        buf, self._receipt_buf = self._receipt_buf, []
+        if self.receipts is None or not buf:
+            return
+        now_ms = int(time.time() * 1000)
+        targets = self.targets
+        rows = []
+        for part, xaction_id, batch_id in buf:
+            ts_type, ts = part.msg.timestamp()
+            key, value = encode_receipt(
+                topic=part.tp[0], partition=part.tp[1], offset=part.offset,
+                event_id=part.event_id, event=part.event, org_id=part.org_id,
+                target=part.target, dataset=targets[part.target].dataset_id,
+                batch_id=batch_id, xaction_id=xaction_id, accepted_ms=now_ms,
+                kafka_ts_ms=None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
+            )
+            rows.append((key, value, part))
+        self.receipts.send_many(rows)
+
+    def _receipt_acked(self, part: Part) -> None:
+        self._finish(part)
+
+    def _receipts_availability(self, available: bool) -> None:
+        self._set_pause("receipts-unavailable", None if available else "receipts topic unwritable")
+
+    def _receipt_counts(self, produced: int, failed: int) -> None:
+        if produced:
+            self.metrics.receipts.labels("produced").inc(produced)
+        if failed:
+            self.metrics.receipts.labels("failed").inc(failed)
 
     def blocked(self, reason: str | None) -> None:
         self.health.blocked = reason
@@ -797,12 +844,19 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*self._active, return_exceptions=True)
         left = await self.dlq.flush(max(deadline - loop.time(), 1.0))
+        receipts_left = 0
+        if self.receipts is not None:
+            self._send_receipts()
+            receipts_left = await self.receipts.flush(max(deadline - loop.time(), 1.0))
         await self.commit()
         log.info(
             "shutdown",
             unfinished_records=self.tracker.pending(),
             dlq_unacked=left,
+            receipts_unacked=receipts_left if self.receipts is not None else None,
             undelivered_batches=len(self._queue),
         )
         await self.consumer.close()
         self.dlq.close()
+        if self.receipts is not None:
+            self.receipts.close()

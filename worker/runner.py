@@ -29,6 +29,7 @@ from worker.metered_transport import MeteredTransport
 from worker.metrics import Metrics
 from worker.pipeline import Part, Pipeline
 from worker.rate_limit import RateLimit
+from worker.receipts import ReceiptProducer, check_receipts_topic
 from worker.routing import RoutingError, build_routes
 from worker.run_bounds import RunBounds
 from worker.schemas import SchemaLoadError, SchemaStore
@@ -137,12 +138,24 @@ async def run_worker(
             bounds=bounds, rate_limit=rate_limit,
         )
         dlq_limit = await loop.run_in_executor(None, _check_dlq_topic, settings)
+        if settings.receipts.enabled:  # missing topic: ConfigError naming receipts.topic
+            await loop.run_in_executor(None, check_receipts_topic, settings)
         dlq = DeadLetterProducer(
             settings.kafka, loop, max_record_bytes=dlq_limit,
             on_acked=pipeline._dlq_acked, on_availability=pipeline._dlq_availability,
             on_client_error=sasl.error_cb("dlq-producer"),
         )
         sasl.register(dlq.set_sasl_credentials)
+        receipts: ReceiptProducer | None = None
+        if settings.receipts.enabled:
+            receipts = ReceiptProducer(
+                settings.kafka, settings.receipts, loop,
+                on_acked=pipeline._receipt_acked,
+                on_availability=pipeline._receipts_availability,
+                on_counts=pipeline._receipt_counts,
+                on_client_error=sasl.error_cb("receipts-producer"),
+            )
+            sasl.register(receipts.set_sasl_credentials)
         policy = DeliveryPolicy(
             max_retries=d.max_retries,
             base_delay=d.base_delay_s,
@@ -164,7 +177,7 @@ async def run_worker(
             ),
         )
         sasl.register(consumer.set_sasl_credentials)
-        pipeline.attach(consumer, dlq, deliverer)
+        pipeline.attach(consumer, dlq, deliverer, receipts)
 
         stop_event = stop or asyncio.Event()
         if install_signals:

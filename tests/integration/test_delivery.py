@@ -110,7 +110,7 @@ class SinkAdapter:
     def __init__(self, s: Sink) -> None:
         self.s = s
 
-    def accepted(self, item: int, xaction_id: str | None) -> None:
+    def accepted(self, item: int, xaction_id: str | None, batch_id: str | None) -> None:
         self.s.on_accepted(item, xaction_id)
 
     def rejected(self, item: int, status: int | None, reason: str, batch_id: str | None) -> None:

@@ -343,7 +343,7 @@ class SinkAdapter:
     def __init__(self, s: Sink) -> None:
         self.s = s
 
-    def accepted(self, item: Item, xaction_id: str | None) -> None:
+    def accepted(self, item: Item, xaction_id: str | None, batch_id: str | None) -> None:
         self.s.accepted_(item, xaction_id)
 
     def rejected(self, item: Item, status: int | None, reason: str, batch_id: str | None) -> None:

@@ -66,8 +66,9 @@ T_contra = TypeVar("T_contra", contravariant=True)
 
 
 class DeliverySink(Protocol[T_contra]):
-    def accepted(self, item: T_contra, xaction_id: str | None) -> None:
-        """AEP received the message (commit it)."""
+    def accepted(self, item: T_contra, xaction_id: str | None, batch_id: str | None) -> None:
+        """AEP received the message (commit it); ``batch_id``: the 207's batchId (None for
+        the single-message endpoint)."""
 
     def rejected(
         self, item: T_contra, status: int | None, reason: str, batch_id: str | None
@@ -305,7 +306,7 @@ class Deliverer(Generic[T]):
             if res.kind is ItemKind.ACCEPTED:
                 any_accepted = any_final = True
                 self.accepted_count += 1
-                self.sink.accepted(items[i], res.xaction_id)
+                self.sink.accepted(items[i], res.xaction_id, outcome.batch_id)
             elif res.kind is ItemKind.REJECTED:
                 any_final = True
                 if len(rejected_reasons) < 3:
