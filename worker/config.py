@@ -163,10 +163,21 @@ class AepSettings(_Model):
         description="after invalid_client, wait this long for a rotated client_secret_file",
     )
     ca_bundle: Path | None = None
+    platform_url: str = Field(
+        default="https://platform.adobe.io",
+        description="Platform API gateway (Catalog, Schema Registry, Data Access)",
+    )
+    schema_drift_interval_s: float = Field(
+        default=3600, ge=0, le=86_400,
+        description="compare local XDM schemas with the Schema Registry this often (0: off)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AepSettings:
         _check_url("aep.ims_url", self.ims_url)
+        _check_url("aep.platform_url", self.platform_url)
+        if 0 < self.schema_drift_interval_s < 1:
+            raise ValueError("aep.schema_drift_interval_s must be 0 (off) or at least 1")
         if not self.org_id.endswith("@AdobeOrg"):
             raise ValueError("aep.org_id must look like <ORG>@AdobeOrg")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():

@@ -13,6 +13,11 @@ GET    /sandbox/faults                      current fault settings and counters
 POST   /sandbox/faults                      merge fault settings (FaultConfig JSON)
 DELETE /sandbox/faults                      no faults
 POST   /sandbox/tokens/revoke               every issued token becomes unknown (403)
+GET    /sandbox/registry?id=<schema $id>    the schema the Schema Registry serves (xed-full)
+PUT    /sandbox/registry?id=<schema $id>    serve this document instead (drift in tests)
+DELETE /sandbox/registry?id=<schema $id>    the registry no longer has it (404)
+POST   /sandbox/registry/reset              back to the configured registry
+GET    /sandbox/batches                     ?dataSet=&status=, Catalog batches, newest first
 """
 
 from __future__ import annotations
@@ -199,6 +204,57 @@ async def revoke_tokens(request: web.Request) -> web.Response:
     return _json({"revoked": request.app[STATE].tokens.revoke_all()})
 
 
+def _schema_id(request: web.Request) -> str:
+    schema_id = request.query.get("id")
+    if not schema_id:
+        raise web.HTTPBadRequest(text="id (the schema's $id) is required")
+    return schema_id
+
+
+async def get_registry(request: web.Request) -> web.Response:
+    platform = request.app[STATE].platform
+    schema_id = _schema_id(request)
+    if schema_id not in platform.schema_ids():
+        return _error(404, f"the registry has no schema {schema_id}")
+    try:
+        return _json(platform.resolved_schema(schema_id))
+    except KeyError as exc:
+        return _error(500, str(exc))
+
+
+async def put_registry(request: web.Request) -> web.Response:
+    platform = request.app[STATE].platform
+    schema_id = _schema_id(request)
+    platform.set_override(schema_id, await _body(request))
+    return _json({"id": schema_id, "overridden": True})
+
+
+async def delete_registry(request: web.Request) -> web.Response:
+    platform = request.app[STATE].platform
+    schema_id = _schema_id(request)
+    platform.remove_schema(schema_id)
+    return _json({"id": schema_id, "removed": True})
+
+
+async def reset_registry(request: web.Request) -> web.Response:
+    request.app[STATE].platform.reset_registry()
+    return _json({"reset": True})
+
+
+async def catalog_batches(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    found = state.platform.find_batches(
+        request.query.get("dataSet"), request.query.get("status"), None, None
+    )
+    found.reverse()
+    return _json(
+        [
+            {"id": b.id, **b.to_json(state.config.org_id), "rows": len(b.rows)}
+            for b in found[: _int_param(request, "limit", 100)]
+        ]
+    )
+
+
 def add_admin_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/sandbox/health", health)
@@ -214,3 +270,8 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_post("/sandbox/faults", post_faults)
     r.add_delete("/sandbox/faults", delete_faults)
     r.add_post("/sandbox/tokens/revoke", revoke_tokens)
+    r.add_get("/sandbox/registry", get_registry)
+    r.add_put("/sandbox/registry", put_registry)
+    r.add_delete("/sandbox/registry", delete_registry)
+    r.add_post("/sandbox/registry/reset", reset_registry)
+    r.add_get("/sandbox/batches", catalog_batches)

@@ -20,11 +20,13 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 
 from worker.sandbox.admin import add_admin_routes
+from worker.sandbox.catalog import PlatformData, RequestTally
 from worker.sandbox.config import RawFlowConfig
 from worker.sandbox.dcs import Acceptance, Rejection
 from worker.sandbox.faults import RequestFault, Target
 from worker.sandbox.ims import ImsError, expires_in
 from worker.sandbox.keys import STATE
+from worker.sandbox.platform import add_platform_routes
 from worker.sandbox.state import SandboxState
 
 ERROR_TYPE = "https://ns.adobe.com/aep/errors/data-collection-service"
@@ -303,6 +305,10 @@ def _batch(
     keep = store.keeps_records
     base = _record_base(request, inlet_id, now_ms)
     faults = state.faults
+    platform = state.platform
+    async_active = platform.async_active
+    tally = RequestTally()
+    by_dataset = tally.accepted
     responses: list[dict[str, Any]] = []
     accepted = 0
     for index, message in enumerate(messages):
@@ -328,11 +334,15 @@ def _batch(
             )
             continue
         xaction_id = f"{batch_id}:{index}"
-        record = _record(base, result, xaction_id) if keep else None
-        store.add(result.dataset_id, result.entity.get("_id"), record)
         responses.append({"xactionId": xaction_id})
         accepted += 1
+        if async_active and _fails_later(platform, tally, message, result):
+            continue
+        record = _record(base, result, xaction_id) if keep else None
+        store.add(result.dataset_id, result.entity.get("_id"), record)
+        by_dataset[result.dataset_id] = by_dataset.get(result.dataset_id, 0) + 1
     store.flush()
+    platform.record_request(now_ms, inlet_id, tally)
     counters = state.counters
     counters.messages_received += len(messages)
     counters.messages_accepted += accepted
@@ -371,14 +381,15 @@ def _single(
         )
         return problem(result.status, result.message)
     xaction_id = state.xaction_id(now_ms)
-    record = (
-        _record(_record_base(request, inlet_id, now_ms), result, xaction_id)
-        if state.store.keeps_records
-        else None
-    )
-    state.store.add(result.dataset_id, result.entity.get("_id"), record)
-    state.store.flush()
     counters.messages_accepted += 1
+    if _accepted_one(state, inlet_id, now_ms, message, result):
+        record = (
+            _record(_record_base(request, inlet_id, now_ms), result, xaction_id)
+            if state.store.keeps_records
+            else None
+        )
+        state.store.add(result.dataset_id, result.entity.get("_id"), record)
+        state.store.flush()
     counters.inlet(inlet_id).accepted += 1
     return json_response({"inletId": inlet_id, "xactionId": xaction_id, "receivedTimeMs": now_ms})
 
@@ -410,16 +421,42 @@ def _raw(
         )
         return problem(result.status, result.message)
     xaction_id = state.xaction_id(now_ms)
-    record = None
-    if state.store.keeps_records:
-        base = _record_base(request, inlet_id, now_ms)
-        base["operation"] = operation
-        record = _record(base, result, xaction_id)
-    state.store.add(result.dataset_id, result.entity.get("_id"), record)
-    state.store.flush()
     counters.messages_accepted += 1
+    if _accepted_one(state, inlet_id, now_ms, doc, result):
+        record = None
+        if state.store.keeps_records:
+            base = _record_base(request, inlet_id, now_ms)
+            base["operation"] = operation
+            record = _record(base, result, xaction_id)
+        state.store.add(result.dataset_id, result.entity.get("_id"), record)
+        state.store.flush()
     counters.inlet(inlet_id).accepted += 1
     return json_response({"inletId": inlet_id, "xactionId": xaction_id, "receivedTimeMs": now_ms})
+
+
+def _fails_later(
+    platform: PlatformData, tally: RequestTally, message: Any, result: Acceptance
+) -> bool:
+    """Accepted at DCS, but picked by an async-fail fault: its row goes to a failed batch."""
+    error = platform.async_failure(message)
+    if error is None:
+        return False
+    tally.failed.setdefault(result.dataset_id, []).append((result.entity, error))
+    return True
+
+
+def _accepted_one(
+    state: SandboxState, inlet_id: str, now_ms: int, message: Any, result: Acceptance
+) -> bool:
+    """Catalog bookkeeping of one message accepted on the single endpoint; False when an
+    async-fail fault picked it (not stored: its row goes to a failed batch)."""
+    platform = state.platform
+    tally = RequestTally()
+    kept = not (platform.async_active and _fails_later(platform, tally, message, result))
+    if kept:
+        tally.accepted[result.dataset_id] = 1
+    platform.record_request(now_ms, inlet_id, tally)
+    return kept
 
 
 def _dataset_of(message: Any) -> str | None:
@@ -452,4 +489,5 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_post("/collection/batch/{inlet}", collection_batch)
     app.router.add_post("/collection/{inlet}", collection_single)
     add_admin_routes(app)
+    add_platform_routes(app)
     return app

@@ -130,6 +130,10 @@ class SandboxConfig:
     sync_validation_per_minute: int = 60
     schemas_root: Path | None = None  # None: the project's schemas/
     faults: FaultConfig = field(default_factory=FaultConfig)
+    # Schema Registry: schema $id -> the document served instead of the resolved local one;
+    # ids the registry does not have (404). See worker/sandbox/catalog.py.
+    registry_overrides: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    registry_removed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -222,6 +226,8 @@ _SIMPLE_KEYS = {f.name for f in fields(SandboxConfig)} - {
     "jsonl_path",
     "schemas_root",
     "store",
+    "registry_overrides",
+    "registry_removed",
 }
 _ALIASES = {"token_lifetime_seconds": "token_lifetime_s"}
 
@@ -254,11 +260,27 @@ def _parse(data: Mapping[str, Any]) -> dict[str, Any]:
                 )
             elif key == "faults":
                 out[key] = value if isinstance(value, FaultConfig) else FaultConfig.parse(value)
+            elif key == "registry_overrides":
+                out[key] = {str(k): _schema_doc(k, v) for k, v in dict(value).items()}
+            elif key == "registry_removed":
+                out[key] = tuple(str(v) for v in value)
             else:
                 raise SandboxConfigError(f"unknown sandbox setting {key!r}")
         except TypeError as exc:
             raise SandboxConfigError(f"sandbox setting {key!r}: {exc}") from None
     return out
+
+
+def _schema_doc(schema_id: Any, value: Any) -> dict[str, Any]:
+    """A registry override: the document itself, or the path of a JSON file holding it."""
+    if isinstance(value, str | Path):
+        try:
+            value = orjson.loads(Path(value).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise SandboxConfigError(f"registry_overrides[{schema_id}]: {exc}") from None
+    if not isinstance(value, dict):
+        raise SandboxConfigError(f"registry_overrides[{schema_id}] must be a JSON object")
+    return value
 
 
 def _inlet(value: Any) -> InletConfig:

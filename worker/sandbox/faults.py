@@ -81,9 +81,17 @@ class FaultConfig:
     auth_403_next: int = 0
     targets: tuple[Target, ...] = ("dcs",)
     failure_key: Literal["statusCode", "status"] | None = None  # overrides every inlet
+    # Asynchronous validation failures: accepted by DCS (207 xactionId), then recorded in a
+    # failed Catalog batch with their rows (worker/sandbox/platform.py).
+    async_fail_substring: str | None = None
+    async_fail_share: float = 0.0
+    async_fail_message: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("share_429", "share_500", "share_503", "latency_spike_share", "reset_share"):
+        for name in (
+            "share_429", "share_500", "share_503", "latency_spike_share", "reset_share",
+            "async_fail_share",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise FaultConfigError(f"{name} must be between 0 and 1")
@@ -102,6 +110,8 @@ class FaultConfig:
             raise FaultConfigError("targets must be a list of dcs and/or ims")
         if self.failure_key not in (None, "statusCode", "status"):
             raise FaultConfigError("failure_key must be statusCode or status")
+        if self.async_fail_substring == "":
+            raise FaultConfigError("async_fail_substring must not be empty (null: off)")
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> FaultConfig:

@@ -13,6 +13,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.sandbox.catalog import PlatformData
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.dcs import MessageChecker
 from worker.sandbox.faults import FaultState
@@ -73,6 +74,7 @@ class SandboxState:
             config.jsonl_path,
             config.track_ids,
         )
+        self.platform = PlatformData(config, self.schemas, self.faults)
         self.counters = Counters()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=config.request_log_size)
         self.rejections: deque[dict[str, Any]] = deque(maxlen=config.request_log_size)
@@ -178,6 +180,7 @@ class SandboxState:
         self.rejections.clear()
         self.sync_validation_times.clear()
         self.faults.clear()
+        self.platform.reset()
 
     def close(self) -> None:
         self.store.close()
