@@ -337,6 +337,52 @@ class DeliverySettings(_Model):
     raw_concurrency: int = Field(
         default=16, ge=1, le=256, description="raw routes: single-message requests in flight"
     )
+    adaptive: bool = Field(
+        default=True, description="AIMD: the batch in-flight limit follows AEP's answers"
+    )
+    min_concurrency: int = Field(default=1, ge=1, le=256)
+    max_concurrency: int = Field(default=32, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _check_concurrency(self) -> DeliverySettings:
+        if not self.min_concurrency <= self.concurrency <= self.max_concurrency:
+            raise ValueError(
+                "delivery.concurrency must lie between delivery.min_concurrency and "
+                "delivery.max_concurrency"
+            )
+        return self
+
+
+class RateBudgetSettings(_Model):
+    """The AEP organisation's rate budget, shared by every replica (AEP's guidance: 10,000
+    messages/s and 1,000 requests/s per organisation); the reserved part is for side jobs."""
+
+    messages_per_s: float = Field(default=8000, gt=0, le=1_000_000)
+    requests_per_s: float = Field(default=800, gt=0, le=100_000)
+    reserved_messages_per_s: float = Field(default=500, ge=0)
+    reserved_requests_per_s: float = Field(default=50, ge=0)
+    burst_s: float = Field(default=1.0, gt=0, le=10, description="bucket size, in seconds")
+
+    @model_validator(mode="after")
+    def _check(self) -> RateBudgetSettings:
+        if self.reserved_messages_per_s >= self.messages_per_s:
+            raise ValueError(
+                "rate_budget.reserved_messages_per_s must be below rate_budget.messages_per_s"
+            )
+        if self.reserved_requests_per_s >= self.requests_per_s:
+            raise ValueError(
+                "rate_budget.reserved_requests_per_s must be below rate_budget.requests_per_s"
+            )
+        return self
+
+    @property
+    def shared_messages_per_s(self) -> float:
+        """What the replicas share: the budget less the side jobs' reserve."""
+        return self.messages_per_s - self.reserved_messages_per_s
+
+    @property
+    def shared_requests_per_s(self) -> float:
+        return self.requests_per_s - self.reserved_requests_per_s
 
 
 class PolicySettings(_Model):
@@ -446,6 +492,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     dlq_guard: DlqGuardSettings = Field(default_factory=DlqGuardSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
+    rate_budget: RateBudgetSettings = Field(default_factory=RateBudgetSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     profile_order: ProfileOrderSettings = Field(default_factory=ProfileOrderSettings)

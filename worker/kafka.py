@@ -10,6 +10,7 @@ inside the callback, on the owner thread.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -112,6 +113,9 @@ class ConsumerOwner:
         self.closing = False
         self.cooperative = True
         self.rebalance_errors = 0
+        # Partitions of the subscribed topics, re-read from cluster metadata at every
+        # rebalance before the listener runs (the rate budget's share; 0: not known yet).
+        self.total_partitions = 0
         conf = consumer_config(settings)
         self.cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
         if error_cb is not None:
@@ -132,7 +136,29 @@ class ConsumerOwner:
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return fut.result(timeout=self._callback_timeout)
 
+    def _refresh_total(self, consumer: Consumer) -> None:
+        """How many partitions the subscribed topics have now (added partitions count)."""
+        try:
+            md = consumer.list_topics(timeout=5)
+        except KafkaException as exc:
+            log.warning("partition_count_unavailable", error=str(exc)[:200])
+            return
+        explicit = set(self.settings.topics)
+        pattern = self.settings.topic_pattern
+        matcher = None
+        if pattern:
+            matcher = re.compile(pattern if pattern.startswith("^") else "^" + pattern)
+        total = sum(
+            len(t.partitions)
+            for name, t in md.topics.items()
+            if t.error is None
+            and (name in explicit or (matcher is not None and matcher.match(name) is not None))
+        )
+        if total:
+            self.total_partitions = total
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refresh_total(consumer)
         try:
             committed = consumer.committed(partitions, timeout=30) if partitions else []
             earliest = self.settings.start_position == "earliest"
@@ -183,6 +209,8 @@ class ConsumerOwner:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        if not self.closing:
+            self._refresh_total(consumer)
         try:
             offsets = self._bridge(self._listener.partitions_revoked(tps))
             if offsets:
@@ -200,6 +228,7 @@ class ConsumerOwner:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        self._refresh_total(consumer)
         try:
             self._bridge(self._listener.partitions_lost(tps))
         except Exception as exc:

@@ -242,6 +242,25 @@ class Metrics:
         self.dlq_guard_tripped = Gauge(
             "capaep_dlq_guard_tripped", "1 once the DLQ guard tripped", registry=r
         )
+        # -- flow control toward AEP (worker.aep.flow) -----------------------------------------
+        self.concurrency_limit = Gauge(
+            "capaep_delivery_concurrency_limit",
+            "Batch requests allowed in flight now (adaptive: AIMD on AEP's answers)", registry=r,
+        )
+        self.rate_share = Gauge(
+            "capaep_rate_share",
+            "This replica's share of the organisation's rate budget (its partitions / total)",
+            registry=r,
+        )
+        self.rate_share_limit = Gauge(
+            "capaep_rate_share_per_second",
+            "This replica's share of the rate budget: unit messages or requests per second",
+            ["unit"], registry=r,
+        )
+        self.rate_ceiling = Gauge(
+            "capaep_rate_enforced_messages_per_second",
+            "Messages/s enforced now: the share, or lower once AEP throttled (429)", registry=r,
+        )
         # -- commits and position -----------------------------------------------------------------
         self.commits = Counter("capaep_commits", "Offset commits", ["result"], registry=r)
         self.commit_duration = Histogram(

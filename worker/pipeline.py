@@ -534,7 +534,8 @@ class Pipeline:
 
     def _pump(self) -> None:
         d = self.settings.delivery
-        self._dispatch(self._queue.batches, d.concurrency, None)
+        flow = self.deliverer.flow  # the adaptive in-flight limit (worker.aep.flow)
+        self._dispatch(self._queue.batches, d.concurrency if flow is None else flow.limit, None)
         self._dispatch(self._queue.singles, d.raw_concurrency, self._raw_active)
 
     def _dispatch(
@@ -555,7 +556,9 @@ class Pipeline:
             self.metrics.batches.labels(batch.key).inc()
             self.metrics.batch_records.observe(len(batch.items))
             self.metrics.batch_bytes.observe(batch.nbytes)
-            task = asyncio.create_task(self.deliverer.deliver(target.url, batch, target.headers))
+            task = asyncio.create_task(
+                self.deliverer.deliver(target.url, batch, target.headers, gated=raw is None)
+            )
             self._active.add(task)
             if raw is not None:
                 raw.add(task)
@@ -642,6 +645,7 @@ class Pipeline:
                 else:
                     self.guard.trip(metadata.removeprefix(GUARD_MARK).lstrip(":") or "earlier")
                     self._trip(f"{a.tp[0]}[{a.tp[1]}] (mark in the committed offset)")
+        self._update_share()
         return bool(self.pause_reasons)
 
     async def partitions_revoked(self, tps: list[TP]) -> dict[TP, tuple[int, str]]:
@@ -663,7 +667,15 @@ class Pipeline:
             self._clear_marks.discard(tp)
             self._assigned_at.pop(tp, None)
             self._replay_below.pop(tp, None)
+        self._update_share()
         return offsets
+
+    def _update_share(self) -> None:
+        """This replica's share of the organisation's rate budget: its partitions out of the
+        subscribed topics' total (cluster metadata, re-read by the consumer at each rebalance)."""
+        flow = self.deliverer.flow
+        if flow is not None:
+            flow.set_share(len(self.tracker.owned()), self.consumer.total_partitions)
 
     def _forget_waiting(self, tps: list[TP]) -> None:
         """Waiting profile updates of partitions we no longer own are not ours to send."""
@@ -678,6 +690,7 @@ class Pipeline:
             self.tracker.revoke(tp)
             self._assigned_at.pop(tp, None)
             self._replay_below.pop(tp, None)
+        self._update_share()
 
     # -- commits -----------------------------------------------------------------------------
 

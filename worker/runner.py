@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from worker.aep.client import HttpSettings
 from worker.aep.delivery import Deliverer, DeliveryPolicy
+from worker.aep.flow import FlowControl
 from worker.config import ConfigError, Settings
 from worker.connections import AepConnections
 from worker.dlq_producer import (
@@ -166,7 +167,8 @@ async def run_worker(
             request_timeout=d.request_timeout_s,
         )
         deliverer: Deliverer[Part] = Deliverer(
-            MeteredTransport(conns.router, metrics), policy, pipeline
+            MeteredTransport(conns.router, metrics), policy, pipeline,
+            flow=flow_control(settings, metrics, rate_limit),
         )
         consumer = ConsumerOwner(
             settings.kafka, pipeline, loop,
@@ -227,3 +229,32 @@ async def run_worker(
         if health_server is not None:
             await health_server.stop()
         await conns.close()
+
+
+def flow_control(
+    settings: Settings, metrics: Metrics, side_rate: RateLimit | None = None
+) -> FlowControl:
+    """The adaptive in-flight limit and the rate budget. The worker takes its share of
+    (budget - reserved) at each rebalance; a side job (``side_rate``: a side replay) runs under
+    its own fixed budget instead: its rate, and the reserved requests per second."""
+    d, b = settings.delivery, settings.rate_budget
+
+    def export(flow: FlowControl) -> None:
+        metrics.concurrency_limit.set(flow.limit)
+        metrics.rate_share.set(flow.share)
+        metrics.rate_share_limit.labels("messages").set(flow.share_messages_per_s or 0.0)
+        metrics.rate_share_limit.labels("requests").set(flow.share_requests_per_s or 0.0)
+        rate = flow.messages_rate
+        metrics.rate_ceiling.set(rate if rate is not None else 0.0)
+
+    flow = FlowControl(
+        concurrency=d.concurrency, min_concurrency=d.min_concurrency,
+        max_concurrency=d.max_concurrency, adaptive=d.adaptive,
+        messages_per_s=b.shared_messages_per_s if side_rate is None else side_rate.per_second,
+        requests_per_s=(
+            b.shared_requests_per_s if side_rate is None else b.reserved_requests_per_s
+        ),
+        burst_s=b.burst_s, shared=side_rate is None, on_change=export,
+    )
+    export(flow)
+    return flow

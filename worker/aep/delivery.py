@@ -43,6 +43,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 
 from worker.aep.client import inlet_id
+from worker.aep.concurrency import Signal
+from worker.aep.flow import FlowControl, Permit
 from worker.aep.responses import DcsResponse, ItemKind, Kind, Outcome, Transport, classify
 from worker.batching import Batch
 
@@ -177,6 +179,7 @@ class _Delivery:
     inlet: str
     headers: Mapping[str, str] | None
     authenticated: bool | None
+    gated: bool = True  # counts against the adaptive in-flight limit (raw requests: no)
     blocked: bool = False
     blocked_reason: str | None = None
     first_500_mark: int | None = None
@@ -192,8 +195,12 @@ class Deliverer(Generic[T]):
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         health: InletHealth | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
         self.client = client
+        # Every request (first send or retry) waits for its permit: adaptive in-flight limit
+        # and this replica's share of the organisation's rate budget (worker.aep.flow).
+        self.flow = flow
         self.policy = policy
         self.sink = sink
         self._sleep = sleep
@@ -218,6 +225,7 @@ class Deliverer(Generic[T]):
         headers: Mapping[str, str] | None = None,
         *,
         authenticated: bool | None = None,
+        gated: bool = True,
     ) -> None:
         if not batch.items:
             return
@@ -225,7 +233,7 @@ class Deliverer(Generic[T]):
             inlet = inlet_id(url)
         except ValueError:
             inlet = url
-        d = _Delivery(url, inlet, headers, authenticated)
+        d = _Delivery(url, inlet, headers, authenticated, gated)
         stack: list[_Unit[T]] = [_Unit(batch)]
         try:
             while stack:
@@ -276,6 +284,8 @@ class Deliverer(Generic[T]):
             self._on_server_error(d, unit, outcome.batch_id, outcome.reason, stack)
 
     async def _send(self, d: _Delivery, batch: Batch[T]) -> Outcome:
+        flow = self.flow
+        permit = None if flow is None else await flow.acquire(len(batch.items), gated=d.gated)
         self.requests += 1
         try:
             resp = await self.client.post_batch(
@@ -286,11 +296,16 @@ class Deliverer(Generic[T]):
                 request_timeout=self.policy.request_timeout,
             )
         except asyncio.CancelledError:
+            if flow is not None and permit is not None:
+                flow.done(permit, Signal.NEUTRAL)
             raise
         except Exception as e:  # a client bug must not lose the batch: treat as transient
             _log().exception("dcs.client_failed", inlet=d.inlet, n=len(batch.items))
             resp = DcsResponse(None, transport=Transport.OTHER, detail=type(e).__name__)
-        return classify(resp, len(batch.items), retry_after_cap=self.policy.retry_after_cap)
+        outcome = classify(resp, len(batch.items), retry_after_cap=self.policy.retry_after_cap)
+        if flow is not None and permit is not None:
+            _flow_done(flow, permit, outcome)
+        return outcome
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -505,3 +520,35 @@ class Deliverer(Generic[T]):
             server_errors=unit.server_errors,
             **extra,
         )
+
+
+_CONGESTION_CAUSES = frozenset({Transport.TIMEOUT.value, Transport.CONNECTION.value})
+
+
+def _flow_done(flow: FlowControl, permit: Permit, outcome: Outcome) -> None:
+    """What an answer tells the flow control: 429 (request or any message) is throttling;
+    other 5xx, 408, timeouts and connection failures are congestion; a 2xx otherwise a
+    success (its latency decides whether a quick one); the rest says nothing about load."""
+    kind, status = outcome.kind, outcome.status
+    if kind is Kind.RESULTS:
+        accepted = throttled = congested = 0
+        for res in outcome.items:
+            if res.kind is ItemKind.ACCEPTED:
+                accepted += 1
+            elif res.status == 429:
+                throttled += 1
+            elif res.kind is ItemKind.SERVER_ERROR or (
+                res.kind is ItemKind.RETRYABLE and res.status is not None and res.status >= 500
+            ):
+                congested += 1
+        signal = Signal.CONGESTION if throttled or congested else Signal.SUCCESS
+        flow.done(permit, signal, accepted=accepted, throttled=bool(throttled))
+    elif status == 429:
+        flow.done(permit, Signal.CONGESTION, throttled=True)
+    elif kind is Kind.SERVER_ERROR or (kind is Kind.RETRYABLE and (
+        (status is not None and (status >= 500 or status == 408))
+        or (status is None and outcome.cause in _CONGESTION_CAUSES)
+    )):
+        flow.done(permit, Signal.CONGESTION)
+    else:
+        flow.done(permit, Signal.NEUTRAL)

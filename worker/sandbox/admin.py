@@ -12,6 +12,7 @@ POST   /sandbox/reset                       forget records, counters, logs, faul
 GET    /sandbox/faults                      current fault settings and counters
 POST   /sandbox/faults                      merge fault settings (FaultConfig JSON)
 DELETE /sandbox/faults                      no faults
+GET    /sandbox/rate-limit                  rate limit: settings, totals, per-second counters
 POST   /sandbox/tokens/revoke               every issued token becomes unknown (403)
 GET    /sandbox/registry?id=<schema $id>    the schema the Schema Registry serves (xed-full)
 PUT    /sandbox/registry?id=<schema $id>    serve this document instead (drift in tests)
@@ -194,6 +195,11 @@ async def post_faults(request: web.Request) -> web.Response:
     return _json(state.faults.snapshot())
 
 
+async def rate_limit(request: web.Request) -> web.Response:
+    """The rate limit's settings, totals and per-second counters (worker/sandbox/rate_limit)."""
+    return _json(request.app[STATE].faults.rate.snapshot())
+
+
 async def delete_faults(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.faults.clear()
@@ -269,6 +275,7 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get("/sandbox/faults", get_faults)
     r.add_post("/sandbox/faults", post_faults)
     r.add_delete("/sandbox/faults", delete_faults)
+    r.add_get("/sandbox/rate-limit", rate_limit)
     r.add_post("/sandbox/tokens/revoke", revoke_tokens)
     r.add_get("/sandbox/registry", get_registry)
     r.add_put("/sandbox/registry", put_registry)

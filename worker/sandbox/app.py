@@ -249,12 +249,29 @@ async def _collection(request: web.Request, batch: bool) -> web.StreamResponse:
         if not messages:
             return problem(400, "Batch has no messages")
         info["messages"] = len(messages)
+        throttled = _rate_limited(state, len(messages))
+        if throttled is not None:
+            return throttled
         return _batch(request, state, inlet_id, messages, now_ms)
     info["messages"] = 1
+    throttled = _rate_limited(state, 1)
+    if throttled is not None:
+        return throttled
     flow = config.raw_flow(info["flowId"])
     if flow is not None:
         return _raw(request, state, inlet_id, doc, now_ms, flow)
     return _single(request, state, inlet_id, doc, now_ms)
+
+
+def _rate_limited(state: SandboxState, messages: int) -> web.Response | None:
+    """429 above the configured accepted rate (worker/sandbox/rate_limit.py)."""
+    retry_after = state.faults.rate.admit(messages)
+    if retry_after is None:
+        return None
+    return problem(
+        429, "Too many requests: the organisation's rate limit is exceeded",
+        {"Retry-After": retry_after},
+    )
 
 
 def _sync_validation_allowed(state: SandboxState) -> bool:

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from email.utils import formatdate
 from typing import Any, Literal
 
+from worker.sandbox.rate_limit import RateLimitSettings, SandboxRateLimit
+
 Target = Literal["dcs", "ims"]
 _TARGETS = ("dcs", "ims")
 
@@ -78,6 +80,10 @@ class FaultConfig:
     reset_share: float = 0.0
     outage_seconds: float = 0.0
     outage_mode: Literal["503", "reset"] = "503"
+    # A fixed accepted rate on DCS (worker/sandbox/rate_limit.py): 429 above it; 0 = no limit.
+    rate_limit_messages_per_s: float = 0.0
+    rate_limit_requests_per_s: float = 0.0
+    rate_limit_burst_s: float = 1.0
     auth_403_next: int = 0
     targets: tuple[Target, ...] = ("dcs",)
     failure_key: Literal["statusCode", "status"] | None = None  # overrides every inlet
@@ -106,6 +112,11 @@ class FaultConfig:
             raise FaultConfigError("outage_mode must be 503 or reset")
         if self.auth_403_next < 0:
             raise FaultConfigError("auth_403_next must be >= 0")
+        for name in ("rate_limit_messages_per_s", "rate_limit_requests_per_s"):
+            if not 0 <= getattr(self, name) <= 1_000_000:
+                raise FaultConfigError(f"{name} must be between 0 (no limit) and 1000000")
+        if not 0 < self.rate_limit_burst_s <= 60:
+            raise FaultConfigError("rate_limit_burst_s must be above 0 and at most 60")
         if any(t not in _TARGETS for t in self.targets):
             raise FaultConfigError("targets must be a list of dcs and/or ims")
         if self.failure_key not in (None, "statusCode", "status"):
@@ -185,6 +196,7 @@ class FaultState:
     outage_until: float = 0.0
     auth_403_remaining: int = 0
     injected: dict[str, int] = field(default_factory=dict)
+    rate: SandboxRateLimit = field(default_factory=SandboxRateLimit)
 
     def __post_init__(self) -> None:
         self.apply(self.config, initial=True)
@@ -209,6 +221,12 @@ class FaultState:
             )
         if "auth_403_next" in touched:
             self.auth_403_remaining = config.auth_403_next
+        if touched & {"rate_limit_messages_per_s", "rate_limit_requests_per_s",
+                      "rate_limit_burst_s"}:
+            self.rate.configure(RateLimitSettings(
+                config.rate_limit_messages_per_s, config.rate_limit_requests_per_s,
+                config.rate_limit_burst_s,
+            ))
 
     def update(self, patch: Mapping[str, Any]) -> None:
         self.apply(self.config.merged(patch), keys=set(patch))
@@ -216,6 +234,7 @@ class FaultState:
     def clear(self) -> None:
         self.apply(FaultConfig())
         self.rng.seed(None)
+        self.rate.clear()
 
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()

@@ -53,11 +53,31 @@ def _check_args(
         )
     if rate is None:
         raise click.UsageError("--rate: a side replay needs an explicit rate (records per second)")
+    check_side_rate(settings, rate, "a side replay")
     now = datetime.now(UTC)
     t1, t2 = _instant(window_from, "--from", now), _instant(window_to, "--to", now)
     if t1 >= t2:
         raise click.UsageError("--from must be before --to")
     return group, t1, t2
+
+
+def check_side_rate(
+    settings: Settings, rate: float, what: str, *, requests: bool = True
+) -> None:
+    """Side jobs run within the part of the organisation's rate budget reserved for them
+    (``requests``: it sends to AEP itself, so it needs reserved requests too)."""
+    b = settings.rate_budget
+    if rate > b.reserved_messages_per_s:
+        raise click.UsageError(
+            f"--rate {rate:g} is above rate_budget.reserved_messages_per_s "
+            f"({b.reserved_messages_per_s:g}): {what} runs within the budget reserved for side "
+            "jobs (the replicas share the rest); lower --rate or raise that setting"
+        )
+    if requests and b.reserved_requests_per_s <= 0:
+        raise click.UsageError(
+            f"rate_budget.reserved_requests_per_s is 0: {what} has no request budget; "
+            "reserve some requests per second for side jobs"
+        )
 
 
 def _window(

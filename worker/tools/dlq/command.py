@@ -336,6 +336,10 @@ def redrive_command(
     if not job.strip() or any(c.isspace() for c in job):
         raise click.BadParameter("a job name without spaces", param_hint="--job")
     sel = _selection("redrive", kw)
+    if rate is not None:
+        from worker.tools.side_replay import check_side_rate
+
+        check_side_rate(sel.settings, rate, "a redrive", requests=False)
     opts = RedriveOptions(
         job=job, dlq_topic=sel.topic, filter=sel.filter, to_topic=to_topic,
         max_redrives=max_redrives, chunk_size=chunk_size, rate=rate, only_passing=only_passing,

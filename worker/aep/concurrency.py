@@ -1,0 +1,198 @@
+"""Adaptive flow control toward AEP, pure logic: AIMD limits and a token bucket (no I/O, no clock).
+
+``AimdLimit`` is the in-flight request limit. It grows additively (about +1 per window of
+``limit`` quick successes, as TCP's congestion avoidance) while AEP answers 2xx quickly and the
+limit is actually used, and shrinks multiplicatively (x ``decrease``) on a congestion signal: a
+429, a 5xx, a timeout or connection failure, or a 2xx much slower than the moving baseline
+latency. A burst of congestion answers from one moment counts once: only a request *sent after*
+the last decrease can cause the next one (the "one decrease per round trip" rule of TCP).
+
+``AimdRate`` is a ceiling on messages per second, decreased on throttling (429) to ``decrease``
+x the rate AEP was accepting at that moment and raised additively afterwards (``increase`` of
+that level per second). The in-flight limit alone cannot find a rate limit when answers take a
+few milliseconds (one request in flight can already exceed it); the rate ceiling converges on
+it with one throttling episode every few seconds instead of a storm of 429s.
+
+``TokenBucket`` enforces a rate (messages or requests per second) with a burst of ``burst_s``
+seconds of it. A take larger than the burst is allowed once the bucket is full, driving it into
+debt, so the long-run rate holds whatever the batch size. A rate of 0 allows nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = ["AimdLimit", "AimdRate", "Signal", "TokenBucket"]
+
+
+class Signal(StrEnum):
+    SUCCESS = "success"  # a 2xx answer (latency decides whether it counts as quick)
+    CONGESTION = "congestion"  # 429, 5xx, timeout, connection failure
+    NEUTRAL = "neutral"  # says nothing about load (401/403/413/400, IMS trouble)
+
+
+@dataclass(slots=True)
+class AimdLimit:
+    initial: int
+    minimum: int
+    maximum: int
+    decrease: float = 0.7
+    latency_tolerance: float = 2.0
+    """A 2xx slower than tolerance x baseline (and than ``latency_floor_s``) is congestion."""
+    latency_floor_s: float = 0.25
+    """Never call an answer faster than this slow: millisecond jitter is not congestion."""
+    baseline_alpha: float = 0.05
+    value: float = field(init=False)
+    baseline_s: float | None = field(default=None, init=False)
+    last_decrease: float = field(default=-math.inf, init=False)
+    decreases: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.minimum <= self.maximum:
+            raise ValueError("AimdLimit: need 1 <= minimum <= maximum")
+        if not 0 < self.decrease < 1:
+            raise ValueError("AimdLimit: decrease must be between 0 and 1")
+        if self.latency_tolerance <= 1:
+            raise ValueError("AimdLimit: latency_tolerance must be above 1")
+        self.value = float(min(max(self.initial, self.minimum), self.maximum))
+
+    @property
+    def limit(self) -> int:
+        return int(self.value)
+
+    def sample(
+        self, signal: Signal, *, sent_at: float, now: float, latency_s: float, in_flight: int
+    ) -> None:
+        """One answer: ``sent_at``/``now`` on one monotonic clock; ``in_flight`` counts this
+        request (the requests outstanding when it was answered)."""
+        if signal is Signal.NEUTRAL:
+            return
+        if signal is Signal.SUCCESS:
+            base = self.baseline_s
+            slow = (
+                base is not None
+                and latency_s > self.latency_floor_s
+                and latency_s > self.latency_tolerance * base
+            )
+            # The baseline follows quick answers only, so a slow phase cannot drag it along.
+            if not slow:
+                self.baseline_s = (
+                    latency_s if base is None else base + self.baseline_alpha * (latency_s - base)
+                )
+                # Grow only when the limit is in use: an idle limit says nothing about AEP.
+                if in_flight * 2 >= self.limit:
+                    self.value = min(float(self.maximum), self.value + 1.0 / self.value)
+                return
+        if sent_at < self.last_decrease:
+            return  # sent before the last decrease: that episode was already counted
+        self.value = max(float(self.minimum), self.value * self.decrease)
+        self.last_decrease = now
+        self.decreases += 1
+
+
+@dataclass(slots=True)
+class AimdRate:
+    """A messages/s ceiling learned from throttling; ``None`` until the first 429."""
+
+    minimum: float = 1.0
+    decrease: float = 0.8
+    increase: float = 0.05
+    """Per second, as a share of the level set at the last decrease (additive)."""
+    window_s: float = 2.0
+    """The accepted rate at a 429 is measured over this past window."""
+    value: float | None = field(default=None, init=False)
+    last_decrease: float = field(default=-math.inf, init=False)
+    _step: float = field(default=0.0, init=False)
+    _last_growth: float = field(default=0.0, init=False)
+    _accepted: deque[tuple[float, int]] = field(default_factory=deque, init=False)
+    _accepted_sum: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.minimum <= 0 or not 0 < self.decrease < 1 or self.increase <= 0:
+            raise ValueError("AimdRate: need minimum > 0, 0 < decrease < 1, increase > 0")
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window_s
+        while self._accepted and self._accepted[0][0] < horizon:
+            self._accepted_sum -= self._accepted.popleft()[1]
+
+    def accepted_rate(self, now: float) -> float:
+        self._trim(now)
+        return self._accepted_sum / self.window_s
+
+    def accepted(self, n: int, now: float) -> None:
+        """``n`` messages answered 2xx: remember them and grow the ceiling additively."""
+        if n > 0:
+            self._accepted.append((now, n))
+            self._accepted_sum += n
+        self._trim(now)
+        if self.value is not None:
+            dt = min(max(now - self._last_growth, 0.0), 1.0)
+            self.value += self._step * dt
+            self._last_growth = now
+
+    def throttled(self, *, sent_at: float, now: float, ceiling: float | None = None) -> bool:
+        """A 429 for a request sent at ``sent_at``; True when the ceiling went down.
+        ``ceiling`` is the rate enforced anyway (the budget share), if any."""
+        if sent_at < self.last_decrease:
+            return False
+        measured = self.accepted_rate(now)
+        level = measured if self.value is None else min(self.value, measured)
+        if ceiling is not None:
+            level = min(level, ceiling)
+        if level <= 0:  # nothing accepted lately: halve what we had, or stay at the floor
+            level = self.value if self.value is not None else self.minimum
+        self.value = max(self.minimum, level * self.decrease)
+        self._step = max(self.value * self.increase, self.minimum * self.increase)
+        self.last_decrease = self._last_growth = now
+        return True
+
+    def cap(self, upper: float) -> None:
+        """Forget the ceiling once it has grown past ``upper`` (it no longer limits)."""
+        if self.value is not None and self.value > upper:
+            self.value = None
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    rate: float
+    burst_s: float = 1.0
+    tokens: float = 0.0
+    updated: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rate < 0 or self.burst_s <= 0:
+            raise ValueError("TokenBucket: need rate >= 0 and burst_s > 0")
+
+    @property
+    def capacity(self) -> float:
+        return max(self.rate * self.burst_s, 1.0) if self.rate > 0 else 0.0
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = max(self.updated, now)
+
+    def set_rate(self, rate: float, now: float) -> None:
+        if rate < 0:
+            raise ValueError("TokenBucket: rate must be >= 0")
+        self._refill(now)
+        self.rate = rate
+        self.tokens = min(self.tokens, self.capacity)
+
+    def wait_s(self, n: int, now: float) -> float | None:
+        """Seconds until ``n`` may be taken (0: now); None while the rate is 0."""
+        self._refill(now)
+        need = min(float(n), self.capacity)
+        if self.tokens + 1e-9 >= need and self.rate > 0:
+            return 0.0
+        if self.rate <= 0:
+            return None
+        return (need - self.tokens) / self.rate
+
+    def take(self, n: int, now: float) -> None:
+        self._refill(now)
+        self.tokens -= n
