@@ -14,10 +14,12 @@ contains a value from the payload (payloads carry emails and phone numbers).
 
 Normalisation of the quirks of SPEC 1.2, and what it costs:
 
-* keys with whitespace (``" timeStamp"``, ``"email "``, ``"points Redeemed"``): every key in the
-  document is checked, cheaply, against a bounded cache of keys already known to be clean (one
-  C-level ``set.issuperset`` per object); only objects that do hold a dirty key are rebuilt, with
-  all whitespace removed from their keys (Capillary's field names never contain whitespace).
+* keys with whitespace (``" timeStamp"``, ``"email "``, ``"points Redeemed"``): a scan of the
+  raw bytes rules them out for most events (:func:`_may_have_dirty_keys`); otherwise every key
+  in the document is checked, cheaply, against a bounded cache of keys already known to be
+  clean (one C-level ``set.issuperset`` per object); only objects that do hold a dirty key are
+  rebuilt, with all whitespace removed from their keys (Capillary's field names never contain
+  whitespace).
   When both a clean key and a dirty twin exist, the clean key wins.
 * numbers sent as floats (``"customerId": 379499720.0``, ``"createdAt": 1720440349027.0``): the
   envelope fields and ``data.customerIdentifiers.customerId`` become ``int``; other fields in
@@ -33,6 +35,7 @@ Tombstones (a ``None`` value) are the caller's business: they are not events.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -136,6 +139,20 @@ def _rebuild(node: dict[str, Any]) -> None:
             node[key] = value
         elif fixed not in original and fixed not in node:
             node[fixed] = value
+
+
+# A key holding whitespace, in JSON text that is ASCII and has no backslash (so no escapes, and
+# every quote is a string delimiter; tabs and line breaks in strings must be escaped), holds a
+# space that is followed, before the next quote, by that quote and a colon: the end of a key.
+# Every dirty key matches; a match may also be a false alarm (the walk then finds nothing).
+_SPACE_IN_KEY: Final = re.compile(rb' [^"]*"\s*:')
+
+
+def _may_have_dirty_keys(value: bytes) -> bool:
+    """False only when no key of the JSON text ``value`` can hold whitespace: C-level scans of
+    the bytes (~1.5 µs on a 1 KB event) instead of the walk of :func:`_normalise_keys` (~5 µs).
+    Non-ASCII text (Unicode whitespace is non-ASCII) and escapes always take the walk."""
+    return b"\\" in value or not value.isascii() or _SPACE_IN_KEY.search(value) is not None
 
 
 def _normalise_keys(root: dict[str, Any]) -> None:
@@ -323,15 +340,18 @@ def _load(value: bytes) -> Any:
 def decode(value: bytes) -> CanonicalEvent:
     """Parse and normalise one Kafka message value (``bytes``; tombstones are not passed here)."""
     doc = _load(value)
+    from_value = True  # doc is the JSON text of value itself (its keys can be scanned there)
     if type(doc) is str and str(doc).lstrip().startswith("{"):
         # A double-encoded event (a JSON string holding the JSON object): one level is accepted.
         try:
             doc = orjson.loads(doc)
         except orjson.JSONDecodeError as exc:
             raise _parse_failure(str(doc).encode(), exc) from None
+        from_value = False  # keys of the inner text: always walked
     if type(doc) is not dict:
         raise DecodeError("not-an-object", "", "top-level JSON value is not an object")
-    _normalise_keys(doc)
+    if not from_value or _may_have_dirty_keys(value):
+        _normalise_keys(doc)
 
     prefix = ""
     if "eventId" not in doc and "eventType" not in doc and "eventName" not in doc:

@@ -406,3 +406,61 @@ def test_arbitrary_data_is_accepted_with_keys_free_of_whitespace(data: dict[str,
         return True
 
     assert keys_clean(event.data)
+
+
+_key_text = st.text(
+    alphabet=st.characters(codec="utf-8") | st.sampled_from(" \t\n\u00a0\u0085\u2003\u3000"),
+    max_size=8,
+)
+_keyed_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_key_text, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _serializations(doc: Any) -> list[bytes]:
+    """The same document as orjson, Jackson-like (spaces after separators) and pretty JSON."""
+    import json
+
+    return [
+        orjson.dumps(doc),
+        json.dumps(doc, ensure_ascii=False).encode(),
+        json.dumps(doc, ensure_ascii=True).encode(),
+        json.dumps(doc, ensure_ascii=False, indent=2).encode(),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_key_text, _keyed_json, max_size=6))
+def test_the_dirty_key_scan_never_misses_a_key_the_walk_would_fix(data: dict[str, Any]) -> None:
+    """Decode skips the key walk when the raw bytes show no key that can hold whitespace: for
+    any document and serialization, that gives exactly what always walking gives."""
+    from worker import events
+
+    for value in _serializations(flat(data=data)):
+        walked = orjson.loads(value)
+        events._normalise_keys(walked)
+        if walked != orjson.loads(value):
+            assert events._may_have_dirty_keys(value)
+        assert decode(value).data == walked["data"]
+
+
+def test_the_dirty_key_scan_lets_clean_events_skip_the_walk() -> None:
+    from worker import events
+
+    # Spaces in values (compact or pretty JSON) alone do not force the walk...
+    assert not events._may_have_dirty_keys(orjson.dumps(flat(data=_data(note="two words"))))
+    assert not events._may_have_dirty_keys(b'{"a": "x y", "b": [1, 2], "c": {"d": " e "}}')
+    assert not events._may_have_dirty_keys(b'{\n  "a": "x y",\n  "b": {\n    "c": 1\n  }\n}')
+    # ...but a key with a space does, and so do escapes and non-ASCII text (Unicode whitespace).
+    assert events._may_have_dirty_keys(b'{"a": 1, " timeStamp": 2}')
+    assert events._may_have_dirty_keys(b'{"email ":"x"}')
+    assert events._may_have_dirty_keys(b'{"points Redeemed" : 1}')
+    assert events._may_have_dirty_keys('{"points\u00a0Redeemed":1}'.encode())
+    assert events._may_have_dirty_keys(b'{"a\\tb":1}')
+    assert events._may_have_dirty_keys('{"city":"São Paulo"}'.encode())
