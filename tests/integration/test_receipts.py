@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from tests.integration.fixture_events import expected_deliveries, invalid_schema_events, valid_events
+from tests.integration.tool_helpers import cli_process
 from tests.integration.worker_harness import (
     committed,
     end_offsets,
@@ -16,8 +18,11 @@ from tests.integration.worker_harness import (
     produce,
     read_all,
     run_inline,
+    settings_dict,
 )
+from worker.config import Settings
 from worker.events import decode
+from worker.mapping import DEFAULT_FAMILIES
 from worker.receipts import receipt_id
 
 pytestmark = pytest.mark.integration
@@ -104,3 +109,89 @@ async def test_missing_receipts_topic_fails_start_naming_the_setting(
     assert result.error is not None and "receipts.topic" in result.error
     assert sandbox.accepted() == 0  # nothing was delivered before the check
     assert committed(kafka_bootstrap, settings.kafka.group_id, topic, 1) == {0: -1001}
+
+
+# -- capillary-aep trace ----------------------------------------------------------------------
+
+EMAIL = "jane.roe@example.com"
+PHONE = "919812345678"
+
+
+def _unroutable(event_id: str) -> bytes:
+    """An event name no route takes (dead-lettered at validate), carrying an email and a phone."""
+    return orjson.dumps({
+        "eventName": "badgeEarned", "eventId": event_id, "orgId": 1655,
+        "createdAt": 1719999999123, "data": {"customerIdentifiers": {
+            "customerId": 4242, "instore": {"email": EMAIL, "mobile": PHONE}}},
+    })
+
+
+async def test_trace_finds_a_delivered_event_and_a_dead_lettered_one(
+    kafka_bootstrap: str, kafka_topic: Any, kafka_names: Any, sandbox: Any
+) -> None:
+    topic = kafka_topic("in", partitions=2)
+    dlq = kafka_topic("dlq")
+    receipts_topic = kafka_topic("receipts", partitions=3)
+    events = valid_events(40)
+    dead_id = f"badge-{uuid.uuid4()}"
+    records: list[tuple[bytes | None, bytes | None]] = [(k, v) for _, k, v in events]
+    records.insert(7, (b"cust-x", _unroutable(dead_id)))
+    produce(kafka_bootstrap, topic, records)
+    raw = settings_dict(
+        kafka_bootstrap, sandbox, topics=[topic], group=kafka_names.group(), dlq_topic=dlq,
+        receipts={"enabled": True, "topic": receipts_topic},
+    )
+    settings = Settings(**raw)
+    result = await run_inline(settings, timeout=120)
+    assert result.exit_code == 0, result.error
+
+    # A fanned-out event (tierUpgraded: an ExperienceEvent and the tier profile): both targets.
+    routed = {r.family: r.name for r in settings.routes}
+    fanned = next(
+        (eid, v) for eid, _, v in events
+        if sum(f in routed for f in DEFAULT_FAMILIES[decode(v).name]) == 2
+    )
+    event_id, value = fanned
+    want_targets = sorted(routed[f] for f in DEFAULT_FAMILIES[decode(value).name] if f in routed)
+    done = cli_process(raw, "trace", event_id, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = orjson.loads(done.stdout)
+    assert doc["found"] is True and doc["dead_letters"] == []
+    assert sorted(r["target"] for r in doc["receipts"]) == want_targets
+    stored_ids = {
+        rec["xdmEntity"]["_id"]: rec["xactionId"]
+        for ds in DATASETS for rec in sandbox.records(ds, limit=10_000)
+    }
+    for r in doc["receipts"]:
+        assert r["eventId"] == event_id and stored_ids[r["_id"]] == r["xactionId"]
+        assert r["topic"] == topic
+    table = cli_process(raw, "trace", event_id)
+    assert table.returncode == 0, table.stderr
+    for target in want_targets:
+        assert target in table.stdout
+
+    # The dead-lettered event: its DLQ entry, PII masked unless --show-pii.
+    dead = cli_process(raw, "trace", dead_id, "--json")
+    assert dead.returncode == 0, dead.stderr
+    ddoc = orjson.loads(dead.stdout)
+    assert ddoc["receipts"] == [] and len(ddoc["dead_letters"]) == 1
+    entry = ddoc["dead_letters"][0]
+    assert entry["stage"] == "validate" and entry["error_kind"] == "unknown-event"
+    assert entry["source"] == {"topic": topic, "partition": entry["source"]["partition"],
+                               "offset": entry["source"]["offset"]}
+    assert EMAIL not in dead.stdout and PHONE not in dead.stdout
+    assert entry["record"]["payload"]["json"]["eventId"] == dead_id
+    shown = cli_process(raw, "trace", dead_id, "--show-pii", "--json")
+    assert shown.returncode == 0 and EMAIL in shown.stdout and PHONE in shown.stdout
+    dead_table = cli_process(raw, "trace", dead_id)
+    assert dead_table.returncode == 0 and "unknown-event" in dead_table.stdout
+    assert EMAIL not in dead_table.stdout
+
+    # Nothing found: exit 1. Misuse: exit 2 with usage.
+    missing = cli_process(raw, "trace", f"no-such-{uuid.uuid4()}")
+    assert missing.returncode == 1 and "nothing found" in missing.stdout
+    for args in ((), (event_id, "--failed-batches"), (event_id, "--since", "yesterday"),
+                 (event_id, "--dataset", "ds-loyalty-events")):
+        bad = cli_process(raw, "trace", *args)
+        assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
+        assert "Usage:" in bad.stderr

@@ -51,10 +51,11 @@ def plan_scan(
 
 def scan(
     consumer: Consumer, plan: ScanPlan, *, on_progress: Callable[[int], None] | None = None,
-    fetch: int = 500,
+    fetch: int = 500, accept: Callable[[bytes | None, bytes | None], bool] | None = None,
 ) -> Iterator[DlqRecord]:
     """Records of the plan, in offset order per partition. ``on_progress(n)``: n more offsets
-    of the plan covered (records and the gaps between them)."""
+    of the plan covered (records and the gaps between them). ``accept(key, value)``: a cheap
+    test on the raw bytes; records it refuses are skipped before anything is decoded."""
     position = {p: s for p, (s, e) in plan.ranges.items() if e > s}
     ends = {p: plan.ranges[p][1] for p in position}
     if not position:
@@ -95,6 +96,9 @@ def scan(
                     continue
                 if offset >= ends[p]:
                     advance(p, ends[p])
+                    continue
+                if accept is not None and not accept(msg.key(), msg.value()):
+                    advance(p, offset + 1)
                     continue
                 ts_type, ts = msg.timestamp()
                 headers = cast(list[tuple[str, bytes]] | None, msg.headers())
