@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "replay": "worker.tools.replay:replay_command",
     "dlq": "worker.tools.dlq.command:dlq_group",
     "transform": "worker.commands.transform:transform_command",
+    "preflight": "worker.commands.preflight:preflight_command",
     "trace": "worker.tools.trace:trace_command",
 }
 

@@ -304,6 +304,13 @@ class Metrics:
             "ExperienceEvent timestamps beyond now + mapping.max_future_skew_s, clamped",
             registry=r,
         )
+        self.schema_drift = Gauge(
+            "capaep_schema_drift",
+            "1 while the route's local XDM schema differs from the Schema Registry's "
+            "(aep.schema_drift_interval_s)",
+            ["route"],
+            registry=r,
+        )
         self._tokens = _TokenCollector()
         r.register(self._tokens)
         self._lag_series: set[TP] = set()

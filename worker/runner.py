@@ -10,6 +10,7 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker.aep.client import HttpSettings
 from worker.aep.delivery import Deliverer, DeliveryPolicy
@@ -83,6 +84,29 @@ def _check_dlq_topic(settings: Settings) -> int:
                 effect="oversized dead letters are truncated (payload-truncated header)",
             )
     return dlq_limit
+
+
+def _schema_drift_task(
+    settings: Settings, targets: Any, schemas: SchemaStore, conns: AepConnections,
+    metrics: Metrics,
+) -> asyncio.Task[None] | None:
+    """Local vs Schema Registry schemas every aep.schema_drift_interval_s (worker.preflight)."""
+    interval = settings.aep.schema_drift_interval_s
+    if not interval:
+        return None
+    from worker.preflight import SchemaDriftWatcher
+
+    watcher = SchemaDriftWatcher(
+        settings, targets, schemas, conns.providers, conns.session, metrics, interval
+    )
+
+    async def run() -> None:
+        try:
+            await watcher.run()
+        finally:
+            await watcher.close()
+
+    return asyncio.create_task(run())
 
 
 async def run_worker(
@@ -203,6 +227,7 @@ async def run_worker(
         watcher = asyncio.create_task(
             watch(health, pipeline, conns.providers.values(), sasl, give_up)
         )
+        drift = _schema_drift_task(settings, targets, schemas, conns, metrics)
         log.info(
             "worker_started",
             topics=settings.kafka.topics or settings.kafka.topic_pattern,
@@ -214,6 +239,8 @@ async def run_worker(
             await pipeline.run()
         finally:
             relay.cancel()
+            if drift is not None:
+                drift.cancel()
         code = EXIT_CONFIG if credentials_refused else EXIT_FATAL if pipeline.fatal else EXIT_OK
         return RunResult(
             code, metrics, time.monotonic() - started,

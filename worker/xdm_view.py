@@ -208,7 +208,8 @@ def diff(local: Mapping[str, Field], registry: Mapping[str, Field]) -> SchemaDif
     for path in sorted(set(local) | set(registry)):
         mine, theirs = local.get(path), registry.get(path)
         if theirs is None:
-            result.only_local.append(path)
+            if not _under(path, result.only_local):  # a missing object's fields: once
+                result.only_local.append(path)
         elif mine is None:
             if theirs.required and _parent_known(path, local):
                 result.required_only_in_registry.append(path)
@@ -223,6 +224,10 @@ def diff(local: Mapping[str, Field], registry: Mapping[str, Field]) -> SchemaDif
                     f"{'yes' if theirs.required else 'no'}"
                 )
     return result
+
+
+def _under(path: str, reported: list[str]) -> bool:
+    return any(path.startswith((parent + "/", parent + "[]")) for parent in reported)
 
 
 def _parent_known(path: str, local: Mapping[str, Field]) -> bool:

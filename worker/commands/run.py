@@ -69,10 +69,12 @@ def summary(result: RunResult) -> dict[str, object]:
               help="--dry-run from the latest offsets: stop after this long without a record.")
 @click.option("--show-pii", is_flag=True,
               help="--dry-run: print the messages byte for byte (emails and phones unmasked).")
+@click.option("--preflight", "preflight", is_flag=True,
+              help="Run the preflight checks first; stop without streaming if any fails.")
 def run_command(
     config_file: Path | None, reset_dlq_guard: bool, exit_when_drained: bool, print_summary: bool,
     dry_run: bool, output: Path | None, max_records: int | None, idle_timeout: float,
-    show_pii: bool,
+    show_pii: bool, preflight: bool = False,
 ) -> None:
     """Consume Capillary events from Kafka and stream them to AEP."""
     if not dry_run and (output or max_records or show_pii):
@@ -88,6 +90,8 @@ def run_command(
     configure(settings.log_level)
     if dry_run:
         sys.exit(_dry_run(settings, output, max_records, idle_timeout, show_pii))
+    if preflight:
+        _preflight_or_exit(settings)
     gc_policy.tune()
     result = asyncio.run(
         run_worker(
@@ -100,6 +104,32 @@ def run_command(
     if print_summary:
         click.echo(orjson.dumps(summary(result), option=orjson.OPT_INDENT_2).decode())
     sys.exit(result.exit_code)
+
+
+def _preflight_or_exit(settings: Settings) -> None:
+    """``--preflight``: every check once; on any problem the table goes to stderr and the
+    worker exits 2 (configuration) without consuming anything."""
+    from worker.commands.preflight import render, run_preflight
+    from worker.preflight import failed
+
+    try:
+        checks = asyncio.run(run_preflight(settings))
+    except ConfigError as exc:
+        click.echo(f"capillary-aep run: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    problems = failed(checks)
+    if problems:
+        render(checks, json_output=False, err=True)
+        get_logger("worker").error(
+            "preflight_failed", problems=[f"{c.problem}: {c.subject}" for c in problems]
+        )
+        click.echo(
+            "capillary-aep run: preflight failed: "
+            + "; ".join(f"{c.problem} ({c.subject})" for c in problems),
+            err=True,
+        )
+        sys.exit(EXIT_CONFIG)
+    get_logger("worker").info("preflight_passed", checks=len(checks))
 
 
 def _dry_run(
