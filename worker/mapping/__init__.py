@@ -56,14 +56,26 @@ for _module in _MODULES:
 del _module
 
 
+_ID_PREFIXES: dict[tuple[int, str], Any] = {}  # (orgId, eventName) -> sha256 of "org|name|"
+_ID_PREFIXES_MAX: Final = 4096
+
+
 def xdm_id(event: CanonicalEvent, target: str) -> str:
     """``sha256("{orgId}|{eventName}|{eventId}|{target}")`` hex (SPEC 2.5).
 
     Every redelivery or replay of an event to a target gives the same ``_id``; an event fanned
-    out to two targets gets two different ones.
+    out to two targets gets two different ones. The hash of the ``"{orgId}|{eventName}|"``
+    prefix is kept per organisation and event name and copied (a pure cache).
     """
-    key = f"{event.org_id}|{event.name}|{event.event_id}|{target}"
-    return hashlib.sha256(key.encode()).hexdigest()
+    key = (event.org_id, event.name)
+    prefix = _ID_PREFIXES.get(key)
+    if prefix is None:
+        if len(_ID_PREFIXES) >= _ID_PREFIXES_MAX:
+            _ID_PREFIXES.clear()
+        prefix = _ID_PREFIXES[key] = hashlib.sha256(f"{event.org_id}|{event.name}|".encode())
+    digest = prefix.copy()
+    digest.update(f"{event.event_id}|{target}".encode())
+    return str(digest.hexdigest())
 
 
 def prune(obj: Any) -> Any:
@@ -83,17 +95,21 @@ def _prune_dict(obj: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         kind = type(value)
-        if kind is dict:
-            value = _prune_dict(value)
-            if not value:
-                continue
+        if kind is str:
+            if value:
+                out[key] = value
+        elif kind is dict:
+            if value:
+                value = _prune_dict(value)
+                if value:
+                    out[key] = value
         elif kind is list:
-            value = _prune_list(value)
-            if not value:
-                continue
-        elif kind is str and not value:
-            continue
-        out[key] = value
+            if value:
+                value = _prune_list(value)
+                if value:
+                    out[key] = value
+        else:
+            out[key] = value
     return out
 
 
@@ -103,17 +119,21 @@ def _prune_list(obj: list[Any]) -> list[Any]:
         if value is None:
             continue
         kind = type(value)
-        if kind is dict:
-            value = _prune_dict(value)
-            if not value:
-                continue
+        if kind is str:
+            if value:
+                kept.append(value)
+        elif kind is dict:
+            if value:
+                value = _prune_dict(value)
+                if value:
+                    kept.append(value)
         elif kind is list:
-            value = _prune_list(value)
-            if not value:
-                continue
-        elif kind is str and not value:
-            continue
-        kept.append(value)
+            if value:
+                value = _prune_list(value)
+                if value:
+                    kept.append(value)
+        else:
+            kept.append(value)
     return kept
 
 
@@ -146,22 +166,21 @@ def build_entity(
         ) from None
     out: dict[str, Any] = {"_id": xdm_id(event, target)}
     for key, value in entity.items():
-        if key == "identityMap":
-            # Built clean by identity.identity_map (no empty values): pruning it again is a
-            # third of the prune cost for nothing.
-            if value:
-                out[key] = value
+        if value is None:
             continue
         kind = type(value)
         if kind is dict:
-            value = _prune_dict(value)
+            if value and key != "identityMap":
+                # identityMap is built clean by identity.identity_map (no empty values):
+                # pruning it again is a third of the prune cost for nothing.
+                value = _prune_dict(value)
             if not value:
                 continue
         elif kind is list:
             value = _prune_list(value)
             if not value:
                 continue
-        elif value is None or (kind is str and not value):
+        elif kind is str and not value:
             continue
         out[key] = value
     if len(out) == 1:

@@ -82,6 +82,7 @@ class MappingContext:
     clamps: ClampCounter = field(default_factory=ClampCounter, repr=False, compare=False)
     zone: ZoneInfo = field(init=False, repr=False, compare=False)  # source_timezone, resolved
     identities: tuple[IdentitySlot, ...] = field(init=False, repr=False, compare=False)
+    distinct_namespaces: bool = field(init=False, repr=False, compare=False)  # none coincide
 
     def __post_init__(self) -> None:
         if not (self.tenant.startswith("_") and len(self.tenant) > 1):
@@ -126,6 +127,11 @@ class MappingContext:
                 for kind, namespace in namespaces.items()
                 if namespace is not None
             ),
+        )
+        object.__setattr__(
+            self,
+            "distinct_namespaces",
+            len({slot.namespace for slot in self.identities}) == len(self.identities),
         )
         if self.tier_names is not None:
             frozen = MappingProxyType({int(k): str(v) for k, v in self.tier_names.items()})

@@ -80,23 +80,33 @@ def currency(value: Any) -> str | None:
     return code.upper()
 
 
-_SECONDS: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS" (a bounded memo)
-_SECONDS_MAX: Final = 65_536
+_MINUTES: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM:" (a bounded memo)
+_MINUTES_MAX: Final = 65_536
+_last_ms = -1  # the last instant formatted, and its text: an event formats its createdAt
+_last_text = ""  # for several fields (and again for each target it feeds)
 
 
 def rfc3339_ms(epoch_ms: int) -> str:
     """``1720439149123`` -> ``"2024-07-08T11:45:49.123Z"`` (UTC, millisecond precision).
 
     For instants known to be in range (``CanonicalEvent.created_at_ms`` is checked by decode).
-    Events of a batch are close in time, so the formatted second is memoised (a pure cache).
+    Events of a batch are close in time, so the formatted minute is memoised, and so is the
+    last instant (pure caches).
     """
-    seconds, millis = divmod(epoch_ms, 1000)
-    prefix = _SECONDS.get(seconds)
+    global _last_ms, _last_text
+    if epoch_ms == _last_ms:
+        return _last_text
+    minutes, millis = divmod(epoch_ms, 60_000)
+    prefix = _MINUTES.get(minutes)
     if prefix is None:
-        if len(_SECONDS) >= _SECONDS_MAX:
-            _SECONDS.clear()
-        prefix = _SECONDS[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{prefix}.{millis:03d}Z"
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        prefix = _MINUTES[minutes] = time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minutes * 60))
+    seconds, millis = divmod(millis, 1000)
+    text = f"{prefix}{seconds:02d}.{millis:03d}Z"
+    _last_ms = epoch_ms
+    _last_text = text
+    return text
 
 
 def _from_ms(epoch_ms: int) -> str | None:

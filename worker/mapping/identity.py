@@ -67,6 +67,9 @@ def sha256_identity(value: str) -> str:
     return hashlib.sha256(value.strip().lower().encode()).hexdigest()
 
 
+_INSTORE_FIELDS = {"phone": "mobile", "external_id": "externalId", "card_number": "card_number"}
+
+
 def identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[str, Any]:
     """Every configured identity the event carries, in ``ctx.identities`` order.
 
@@ -74,23 +77,53 @@ def identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[s
     the customerId is primary (every event has one). Namespaces that coincide (a
     misconfiguration) are merged rather than overwritten.
     """
-    instore = _instore(event)
+    identifiers = event.data.get("customerIdentifiers")
+    instore = identifiers.get("instore") if type(identifiers) is dict else None
+    if type(instore) is not dict:
+        instore = None
+    state = ctx.authenticated_state
+    if ctx.primary_identity == "customer_id" and ctx.distinct_namespaces:
+        # The usual configuration: the customerId (always there) is primary and each identity
+        # has its own namespace, so one pass builds the map.
+        idmap: dict[str, list[dict[str, Any]]] = {}
+        for slot in ctx.identities:
+            kind = slot.kind
+            if kind == "customer_id":
+                value: str | None = cid
+            elif not instore:
+                continue
+            elif kind == "email":
+                value = _email(instore)
+            else:
+                value = text(instore.get(_INSTORE_FIELDS[kind]))
+            if value is None:
+                continue
+            if slot.hashed:
+                value = sha256_identity(value)
+            idmap[slot.namespace] = [
+                {"id": value, "primary": kind == "customer_id", "authenticatedState": state}
+            ]
+        return idmap
     found: list[tuple[str, str, str]] = []  # (kind, namespace, id)
     for slot in ctx.identities:
-        value = _value(slot.kind, cid, instore) if instore or slot.kind == "customer_id" else None
+        if slot.kind == "customer_id":
+            value = cid
+        elif instore:
+            value = _value(slot.kind, cid, instore)
+        else:
+            continue
         if value is None:
             continue
         found.append((slot.kind, slot.namespace, sha256_identity(value) if slot.hashed else value))
     primary = ctx.primary_identity
     if not any(kind == primary for kind, _, _ in found):
         primary = "customer_id"
-    state = ctx.authenticated_state
-    idmap: dict[str, list[dict[str, Any]]] = {}
+    merged: dict[str, list[dict[str, Any]]] = {}
     for kind, namespace, value in found:
-        idmap.setdefault(namespace, []).append(
+        merged.setdefault(namespace, []).append(
             {"id": value, "primary": kind == primary, "authenticatedState": state}
         )
-    return idmap
+    return merged
 
 
 def event_details(event: CanonicalEvent, cid: str) -> dict[str, Any]:
