@@ -17,7 +17,6 @@ paths are named, never values).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -390,15 +389,15 @@ class SchemaDriftWatcher:
         return checks
 
     async def run(self) -> None:
+        """The first check one interval after start (``run --preflight`` covers the start)."""
         while True:
-            started = time.monotonic()
+            await asyncio.sleep(self.interval_s)
             try:
                 await self.check_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the watcher take the worker down
                 log.warning("schema_drift_check_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     async def close(self) -> None:
         for key in self._own:

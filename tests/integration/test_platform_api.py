@@ -256,3 +256,30 @@ async def test_platform_client_unreachable(sandbox: SandboxHandle) -> None:
         with pytest.raises(PlatformError) as err:
             await platform.dataset("ds-loyalty-events")
         assert err.value.status is None and "cannot reach" in err.value.message
+
+
+async def test_registry_overrides_and_removals_from_config(
+    sandbox_factory: Any, tmp_path: Any
+) -> None:
+    drifted = {"$id": EE_SCHEMA, "type": "object", "properties": {"_id": {"type": "integer"}}}
+    path = tmp_path / "drifted.json"
+    path.write_bytes(orjson.dumps(drifted))
+    profile = "https://ns.adobe.com/capillary/schemas/loyalty-profile"
+    sandbox = sandbox_factory(registry_overrides={EE_SCHEMA: str(path)},
+                              registry_removed=[profile])
+    async with PlatformClient.from_settings(_settings(sandbox)) as platform:
+        assert (await platform.schema(EE_SCHEMA))["properties"] == drifted["properties"]
+        with pytest.raises(PlatformError) as err:
+            await platform.schema(profile)
+        assert err.value.status == 404
+    sandbox.reset_registry()  # back to the configured state: still overridden and removed
+    assert sandbox.registry_schema(EE_SCHEMA)["properties"] == drifted["properties"]
+
+
+def test_registry_override_file_errors_name_the_setting(tmp_path: Any) -> None:
+    from worker.sandbox.config import SandboxConfig, SandboxConfigError
+
+    with pytest.raises(SandboxConfigError, match="registry_overrides"):
+        SandboxConfig.from_mapping({"registry_overrides": {EE_SCHEMA: str(tmp_path / "nope")}})
+    with pytest.raises(SandboxConfigError, match="registry_overrides"):
+        SandboxConfig.from_mapping({"registry_overrides": {EE_SCHEMA: [1, 2]}})
