@@ -109,6 +109,7 @@ class AimdRate:
     _last_growth: float = field(default=0.0, init=False)
     _accepted: deque[tuple[float, int]] = field(default_factory=deque, init=False)
     _accepted_sum: int = field(default=0, init=False)
+    _started: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.minimum <= 0 or not 0 < self.decrease < 1 or self.increase <= 0:
@@ -120,12 +121,18 @@ class AimdRate:
             self._accepted_sum -= self._accepted.popleft()[1]
 
     def accepted_rate(self, now: float) -> float:
+        """Messages/s accepted over the window (over the time since the first acceptance,
+        at least a quarter second, while that is shorter: a start-up burst is not diluted)."""
         self._trim(now)
-        return self._accepted_sum / self.window_s
+        if self._started is None:
+            return 0.0
+        return self._accepted_sum / min(self.window_s, max(now - self._started, 0.25))
 
     def accepted(self, n: int, now: float) -> None:
         """``n`` messages answered 2xx: remember them and grow the ceiling additively."""
         if n > 0:
+            if self._started is None:
+                self._started = now
             self._accepted.append((now, n))
             self._accepted_sum += n
         self._trim(now)
