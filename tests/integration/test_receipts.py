@@ -9,7 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.fixture_events import expected_deliveries, invalid_schema_events, valid_events
+from tests.integration.fixture_events import (
+    expected_deliveries,
+    invalid_schema_events,
+    valid_events,
+)
 from tests.integration.tool_helpers import cli_process
 from tests.integration.worker_harness import (
     committed,
@@ -195,3 +199,50 @@ async def test_trace_finds_a_delivered_event_and_a_dead_lettered_one(
         bad = cli_process(raw, "trace", *args)
         assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
         assert "Usage:" in bad.stderr
+
+
+async def test_trace_failed_batches_lists_the_batch_and_its_source_records(
+    kafka_bootstrap: str, kafka_topic: Any, kafka_names: Any, sandbox: Any
+) -> None:
+    topic = kafka_topic("in", partitions=2)
+    receipts_topic = kafka_topic("receipts", partitions=2)
+    events = valid_events(30, names=("pointsIssued", "tierUpgraded"))
+    victim = next(eid for eid, _, v in events if decode(v).name == "tierUpgraded")
+    # DCS accepts the victim's messages (both targets), then AEP fails them asynchronously.
+    sandbox.set_faults(async_fail_substring=victim, async_fail_message="bad tier for jane@x.io")
+    produce(kafka_bootstrap, topic, ((k, v) for _, k, v in events))
+    raw = settings_dict(
+        kafka_bootstrap, sandbox, topics=[topic], group=kafka_names.group(),
+        dlq_topic=kafka_topic("dlq"), receipts={"enabled": True, "topic": receipts_topic},
+        aep={"platform_url": sandbox.platform_url},
+    )
+    result = await run_inline(Settings(**raw), timeout=120)
+    assert result.exit_code == 0, result.error
+    positions = {
+        decode(m.value()).event_id: (m.partition(), m.offset())
+        for m in read_all(kafka_bootstrap, topic, idle_s=1)
+    }
+
+    done = cli_process(raw, "trace", "--failed-batches", "--since", "PT1H", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = orjson.loads(done.stdout)
+    batches = doc["failed_batches"]
+    assert sorted(b["dataset_id"] for b in batches) == ["ds-loyalty-events", "ds-profile-tier"]
+    for batch in batches:
+        assert batch["status"] == "failed" and len(batch["records"]) == 1
+        record = batch["records"][0]
+        assert record["_id"] not in {
+            e["_id"] for e in sandbox.entities(batch["dataset_id"], limit=10_000)
+        }  # never stored: it failed after DCS accepted it
+        assert "jane@x.io" not in done.stdout  # PII in AEP's error text is masked
+        assert [(s["eventId"], s["event"], s["topic"], s["partition"], s["offset"])
+                for s in record["sources"]] == [
+            (victim, "tierUpgraded", topic, *positions[victim])]
+        assert batch["redrive"].startswith(f"capillary-aep replay --topic {topic}:")
+
+    table = cli_process(raw, "trace", "--failed-batches", "--since", "PT1H")
+    assert table.returncode == 0, table.stderr
+    assert "2 failed batch(es)" in table.stdout and victim in table.stdout
+    assert "capillary-aep replay" in table.stderr  # the redrive hint is a note
+    clean = cli_process(raw, "trace", "--failed-batches", "--dataset", "ds-profile-customer")
+    assert clean.returncode == 1 and "0 failed batch(es)" in clean.stdout

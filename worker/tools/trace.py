@@ -24,6 +24,7 @@ import click
 
 from worker.config import Settings
 from worker.events import DecodeError, decode
+from worker.logs import configure
 from worker.receipts import decode as decode_receipt
 from worker.tools.common_options import EXIT_REFUSED, config_option, json_option, load
 from worker.tools.console import Output
@@ -88,20 +89,24 @@ def find_dead_letters(
     return out
 
 
+def raw_xdm_id(value: bytes) -> str | None:
+    """A receipt's ``_id`` read off its raw bytes (no JSON parsing). Strings before it are
+    JSON-escaped, so the first ``"_id":"`` is the key itself."""
+    at = value.find(_ID_MARK)
+    if at < 0:
+        return None
+    start = at + len(_ID_MARK)
+    end = value.find(b'"', start)
+    return value[start:end].decode(errors="replace") if end > 0 else None
+
+
 def receipts_by_xdm_id(
     cluster: Cluster, topic: str, ids: set[str], since_ms: int
 ) -> dict[str, list[dict[str, Any]]]:
     """Receipts whose ``_id`` is one of ``ids`` (the ``_id`` is read off the raw bytes first)."""
 
     def accept(_k: bytes | None, v: bytes | None) -> bool:
-        if v is None:
-            return False
-        at = v.find(_ID_MARK)
-        if at < 0:
-            return False
-        start = at + len(_ID_MARK)
-        end = v.find(b'"', start)
-        return end > 0 and v[start:end].decode(errors="replace") in ids
+        return v is not None and raw_xdm_id(v) in ids
 
     out: dict[str, list[dict[str, Any]]] = {}
     for rec in _read(cluster, topic, since_ms, accept):
@@ -318,6 +323,8 @@ def _redrive_hint(sources: list[dict[str, Any]]) -> str | None:
 
 def _trace_failed_batches(ctx: _Context, only: tuple[str, ...]) -> bool:
     datasets = list(dict.fromkeys(only or (r.dataset_id for r in ctx.settings.routes)))
+    # The token provider logs; keep stdout for the answer (errors still show, on stderr).
+    configure("debug" if ctx.settings.log_level == "debug" else "error")
     batches = asyncio.run(_failed(ctx.settings, datasets, ctx.since_ms))
     ids = {str(row["_id"]) for _, rows in batches for row in rows if "_id" in row}
     receipts: dict[str, list[dict[str, Any]]] = {}
@@ -367,12 +374,16 @@ def _trace_failed_batches(ctx: _Context, only: tuple[str, ...]) -> bool:
                  f"{doc['created']}  {len(doc['records'])} failed record(s)")
         for err in doc["errors"]:
             out.line(f"  error: {err}")
-        out.table(
-            "failed records", ("_id", "error", "eventId", "event", "target", "source"),
-            [(rec["_id"], rec["error"], s.get("eventId"), s.get("event"), s.get("target"),
-              f"{s['topic']}[{s['partition']}]@{s['offset']}" if s else None)
-             for rec in doc["records"] for s in (rec["sources"] or [{}])],
-        )
+        for n, rec in enumerate(doc["records"], 1):
+            fields: list[tuple[str, Any]] = [("_id", rec["_id"]), ("error", rec["error"])]
+            for src in rec["sources"]:
+                fields += [("eventId", src["eventId"]), ("event", src["event"]),
+                         ("target", src["target"]),
+                         ("source", f"{src['topic']}[{src['partition']}]@{src['offset']}")]
+            if not rec["sources"]:
+                fields.append(("source", "no receipt found" if ctx.receipts_topic else
+                             "unknown (receipts are off)"))
+            out.table(f"failed record {n}/{len(doc['records'])}", ("field", "value"), fields)
         if doc["redrive"]:
             out.note(f"to redrive after fixing the cause (same _id, so AEP deduplicates): "
                      f"{doc['redrive']}")
