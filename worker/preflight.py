@@ -198,9 +198,6 @@ class Preflight:
             return Check(
                 "inlet", subject, "fail", "unreachable inlet", f"{type(exc).__name__}: {exc}"
             )
-        if status == 400 or status in (200, 207):
-            return Check("inlet", subject, "ok",
-                         detail=f"live (HTTP {status} to an empty batch; nothing ingested)")
         if status == 404:
             return Check("inlet", subject, "fail", "unknown inlet",
                          "DCS answered 404: no such inlet (check routes.inlet_url)")
@@ -208,6 +205,9 @@ class Preflight:
             why = ("the inlet needs authentication (routes.authenticated = false)"
                    if not target.authenticated else "the inlet refused the IMS token")
             return Check("inlet", subject, "fail", "inlet refused", f"HTTP {status}: {why}")
+        if status < 500:  # 400 (the usual answer), other 4xx, 2xx: the inlet exists
+            return Check("inlet", subject, "ok",
+                         detail=f"live (HTTP {status} to an empty batch; nothing ingested)")
         return Check("inlet", subject, "fail", "inlet unavailable", f"HTTP {status}")
 
     # -- Catalog and Schema Registry -----------------------------------------------------------

@@ -208,3 +208,22 @@ async def test_schema_drift_detected_while_running(
     assert drift_logs[0]["route"] == "loyalty-events"
     assert drift_logs[0]["paths"] == ["/timestamp"]
     assert b"capaep_schema_drift" in generate_latest(metrics.registry)
+
+
+def test_run_preflight_passes_then_streams(
+    sandbox: SandboxHandle, kafka_bootstrap: str, kafka_topic: Any, kafka_names: Any
+) -> None:
+    topic = kafka_topic("in")
+    dlq = kafka_topic("dlq")
+    settings = settings_dict(
+        kafka_bootstrap, sandbox, topics=[topic], group=kafka_names.group(), dlq_topic=dlq,
+        aep={"platform_url": sandbox.platform_url},
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker", "run", "--preflight", "--exit-when-drained"],
+        env=env_for(settings), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [orjson.loads(line)["event"] for line in proc.stderr.splitlines()
+              if line.startswith("{")]
+    assert events.index("preflight_passed") < events.index("worker_started")

@@ -98,14 +98,18 @@ class PlatformClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformClient:
-        """The ``aep`` section's credentials, org, sandbox, CA bundle and proxy settings."""
+        """The ``aep`` section's credentials, org, sandbox, CA bundle and proxy settings
+        (``PlatformError`` without ``aep.client_id``)."""
         aep = settings.aep
         http = HttpSettings(
             trust_env=aep.trust_env,
             ca_bundle=str(aep.ca_bundle) if aep.ca_bundle else None,
             request_timeout=settings.delivery.request_timeout_s,
         )
-        tokens = TokenProvider.from_settings(aep)
+        try:
+            tokens = TokenProvider.from_settings(aep)
+        except ImsConfigError as exc:  # no aep.client_id
+            raise PlatformError(None, str(exc)) from None
         client = cls(
             base_url=aep.platform_url,
             tokens=tokens,
