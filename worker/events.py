@@ -144,9 +144,10 @@ def _rebuild(node: dict[str, Any]) -> None:
 
 # A key holding whitespace, in JSON text that is ASCII and has no backslash (so no escapes, and
 # every quote is a string delimiter; tabs and line breaks in strings must be escaped), holds a
-# space that is followed, before the next quote, by that quote and a colon: the end of a key.
-# Every dirty key matches; a match may also be a false alarm (the walk then finds nothing).
-_SPACE_IN_KEY: Final = re.compile(rb' [^"]*"\s*:')
+# last space followed by non-space characters up to its closing quote and a colon. Every dirty
+# key matches; a match may also be a false alarm (the walk then finds nothing). Stopping at the
+# next space keeps indentation and ", " separators cheap.
+_SPACE_IN_KEY: Final = re.compile(rb' [^" ]*"\s*:')
 
 
 def _may_have_dirty_keys(value: bytes) -> bool:
