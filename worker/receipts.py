@@ -158,6 +158,13 @@ class ReceiptProducer(DeadLetterProducer):
             outstanding[entry.id] = entry
             self._produce(entry)
 
+    def _shrink(self, entry: _Entry) -> None:
+        """Never truncated (a cut receipt is no receipt): a topic refusing a few hundred bytes
+        is misconfigured, and the receipt is retried with backoff (the pipeline pauses)."""
+
+    def _retry_later(self, entry: _Entry, cause: str, delay: float | None = None) -> None:
+        super()._retry_later(entry, cause, None)  # always with backoff (see _shrink)
+
     def _report(self, entry: _Entry, epoch: int, err: KafkaError | None) -> None:  # poll thread
         with self._reports_lock:
             self._reports.append((entry, epoch, err))

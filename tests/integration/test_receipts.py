@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from tests.integration.fixture_events import (
     expected_deliveries,
@@ -246,3 +247,47 @@ async def test_trace_failed_batches_lists_the_batch_and_its_source_records(
     assert "capillary-aep replay" in table.stderr  # the redrive hint is a note
     clean = cli_process(raw, "trace", "--failed-batches", "--dataset", "ds-profile-customer")
     assert clean.returncode == 1 and "0 failed batch(es)" in clean.stdout
+
+
+async def test_an_unwritable_receipts_topic_holds_the_commit_and_the_restart_redelivers(
+    kafka_bootstrap: str, kafka_topic: Any, kafka_names: Any, kafka_admin: Any, sandbox: Any
+) -> None:
+    """At-least-once receipts: AEP accepted the records but Kafka refused their receipts, so
+    no offset completes; the next run re-sends them (same ``_id``) and writes the receipts."""
+    topic = kafka_topic("in")
+    receipts_topic = kafka_topic("receipts", config={"max.message.bytes": "64"})
+    events = valid_events(20, names=("pointsIssued", "tierUpgraded"))
+    produce(kafka_bootstrap, topic, ((k, v) for _, k, v in events))
+    settings = make_settings(
+        kafka_bootstrap, sandbox, topics=[topic], group=kafka_names.group(),
+        dlq_topic=kafka_topic("dlq"),
+        receipts={"enabled": True, "topic": receipts_topic, "message_timeout_ms": 1000},
+        shutdown={"drain_timeout_s": 2},
+    )
+    expected = expected_deliveries(events, {r.family for r in settings.routes})
+    first = await run_inline(settings, timeout=8)  # cannot drain: stopped at the timeout
+    assert first.exit_code == 0, first.error
+    assert sandbox.accepted() == len(expected)  # AEP accepted every message ...
+    assert committed(kafka_bootstrap, settings.kafka.group_id, topic, 1)[0] <= 0  # ... held
+    m = first.metrics
+    assert m.by_label(m.receipts, "result").get("failed", 0) > 0
+    assert "produced" not in m.by_label(m.receipts, "result")
+    assert m.registry.get_sample_value("capaep_paused", {"reason": "receipts-unavailable"}) == 1
+    assert read_all(kafka_bootstrap, receipts_topic, idle_s=1) == []
+
+    entry = ConfigEntry("max.message.bytes", "1048588",
+                        incremental_operation=AlterConfigOpType.SET)
+    res = ConfigResource(ConfigResource.Type.TOPIC, receipts_topic, incremental_configs=[entry])
+    for fut in kafka_admin.incremental_alter_configs([res]).values():
+        fut.result(timeout=30)
+    second = await run_inline(settings, timeout=60)
+    assert second.exit_code == 0, second.error
+    assert committed(kafka_bootstrap, settings.kafka.group_id, topic, 1) == end_offsets(
+        kafka_bootstrap, topic, 1
+    )
+    stored = Counter(
+        rec["xdmEntity"]["_id"] for ds in DATASETS for rec in sandbox.records(ds, 10_000)
+    )
+    assert set(stored.values()) == {2}  # every message re-sent once, under the same _id
+    got = _receipts(kafka_bootstrap, receipts_topic)
+    assert sorted(r["_id"] for _, r, _ in got) == sorted(stored)  # one receipt each
