@@ -227,3 +227,21 @@ def test_run_preflight_passes_then_streams(
     events = [orjson.loads(line)["event"] for line in proc.stderr.splitlines()
               if line.startswith("{")]
     assert events.index("preflight_passed") < events.index("worker_started")
+
+
+def test_preflight_checks_each_routes_own_credentials(sandbox: SandboxHandle) -> None:
+    settings = _settings(sandbox)
+    routes = copy.deepcopy(settings["routes"])
+    routes[2]["credentials"] = {"client_id": sandbox.client_id, "client_secret": "nope-123"}
+    # Routes sharing an inlet URL must share credentials: the same inlet, spelled with a "/".
+    routes[2]["inlet_url"] = sandbox.inlet_url() + "/"
+    settings["routes"] = routes
+    checks = _check(settings)
+    ims = {c.subject: (c.status, c.problem) for c in checks if c.check == "ims"}
+    assert ims[f"aep (client_id={sandbox.client_id})"] == ("ok", "")
+    assert ims[f"routes[profile-tier].credentials (client_id={sandbox.client_id})"] == (
+        "fail", "bad secret")
+    # The route's Platform checks need its own token: skipped, not wrongly passed.
+    tier = [c for c in checks if c.subject.startswith("route profile-tier")]
+    assert tier and all(c.status == "skip" for c in tier)
+    assert "nope-123" not in orjson.dumps([c.to_json() for c in checks]).decode()

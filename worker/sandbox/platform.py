@@ -82,7 +82,8 @@ def _noted(endpoint: str, handler: Any) -> Any:
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
-        response = _authorize(request, state) or await handler(request, state)
+        refused = _authorize(request, state)
+        response = refused if refused is not None else await handler(request, state)
         state.note_request(
             endpoint,
             None,
