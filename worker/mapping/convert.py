@@ -82,6 +82,8 @@ def currency(value: Any) -> str | None:
 
 _MINUTES: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM:" (a bounded memo)
 _MINUTES_MAX: Final = 65_536
+_SECONDS_TEXT: Final = tuple(f"{n:02d}" for n in range(60))
+_MILLIS_TEXT: Final = tuple(f".{n:03d}Z" for n in range(1000))
 _last_ms = -1  # the last instant formatted, and its text: an event formats its createdAt
 _last_text = ""  # for several fields (and again for each target it feeds)
 
@@ -103,7 +105,7 @@ def rfc3339_ms(epoch_ms: int) -> str:
             _MINUTES.clear()
         prefix = _MINUTES[minutes] = time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minutes * 60))
     seconds, millis = divmod(millis, 1000)
-    text = f"{prefix}{seconds:02d}.{millis:03d}Z"
+    text = prefix + _SECONDS_TEXT[seconds] + _MILLIS_TEXT[millis]
     _last_ms = epoch_ms
     _last_text = text
     return text
