@@ -300,7 +300,9 @@ async def test_429_retry_after_http_date_is_honoured(env: Env) -> None:
     elapsed = time.monotonic() - started
     assert list(env.sink.accepted) == [0]
     ((cause, delay),) = env.sink.waits
-    assert cause == "http-429" and 1.0 <= delay <= 2.0  # the date has 1-second precision
+    # The date has 1-second precision (1 to 2 s ahead when set), less the time the request
+    # took to reach the sandbox and come back on a loaded machine.
+    assert cause == "http-429" and 0.5 <= delay <= 2.0
     assert elapsed >= delay
 
 
