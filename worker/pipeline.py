@@ -599,6 +599,28 @@ class Pipeline:
         ):
             self._set_pause("backpressure", None)
             log.info("backpressure_resume", records=records, bytes=nbytes)
+        self._budget_backpressure(records)
+
+    def _budget_backpressure(self, records: int) -> None:
+        """Consume no further ahead than the rate share sends in half the revoke drain timeout
+        (at least two batches): a revoked partition's backlog then drains before the hand-off
+        instead of being delivered twice, and a small share holds little in memory."""
+        flow = self.deliverer.flow
+        rate = None if flow is None else flow.messages_rate
+        held = "rate-budget" in self.pause_reasons
+        if rate is None:
+            if held:
+                self._set_pause("rate-budget", None)
+            return
+        cap = max(
+            rate * self.settings.shutdown.revoke_drain_timeout_s / 2,
+            2.0 * self.settings.batching.max_messages,
+        )
+        if records >= cap and not held:
+            why = f"{records} records ahead of a {rate:.0f} messages/s share"
+            self._set_pause("rate-budget", why)
+        elif held and records <= cap * self.settings.flow.resume_ratio:
+            self._set_pause("rate-budget", None)
 
     def observe(self) -> None:
         """Refresh the gauges that are not updated on the way (called about once a second)."""

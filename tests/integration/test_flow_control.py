@@ -4,6 +4,7 @@ the group's members, and side jobs refused above the reserved budget."""
 
 from __future__ import annotations
 
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -216,8 +217,10 @@ def test_three_workers_stay_within_the_organisation_budget(
         lambda: set(delivered_event_ids(sandbox, DATASETS)) == set(expected), 60, interval=1,
         what="the backlog delivered",
     )
+    for w in workers:  # all at once: no hand-offs to wait for one by one
+        w.proc.send_signal(signal.SIGTERM)
     for w in workers:
-        assert w.terminate(30) == 0, tail(w)
+        assert w.wait(30) == 0, tail(w)
 
     windows = busy_windows(rate_limit_state(sandbox))
     seconds = len(windows)
