@@ -39,6 +39,7 @@ class HealthState:
     blocked: str | None = None  # AEP configuration / outage condition
     guard: str | None = None  # DLQ guard tripped
     dlq_down: bool = False
+    receipts_down: bool = False  # delivery receipts cannot be written (receipts on)
     kafka_auth: str | None = None  # Kafka authentication failing
     draining: bool = False
 
@@ -66,6 +67,7 @@ class HealthState:
             (self.guard is not None, f"DLQ guard tripped: {self.guard}"),
             (self.blocked is not None, f"delivery blocked: {self.blocked}"),
             (self.dlq_down, "dead-letter topic unwritable"),
+            (self.receipts_down, "receipts topic unwritable"),
             (self.kafka_auth is not None, f"{self.kafka_auth}"),
             (not self.member, "not yet a member of the consumer group"),
             (not self.token_ok, "no IMS token yet"),

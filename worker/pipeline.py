@@ -503,6 +503,7 @@ class Pipeline:
         self._finish(part)
 
     def _receipts_availability(self, available: bool) -> None:
+        self.health.receipts_down = not available
         self._set_pause("receipts-unavailable", None if available else "receipts topic unwritable")
 
     def _receipt_counts(self, produced: int, failed: int) -> None:

@@ -157,3 +157,12 @@ def test_trace_misuse_prints_usage_and_exits_2_before_connecting(
 def test_trace_help() -> None:
     result = CliRunner().invoke(main, ["trace", "--help"])
     assert result.exit_code == 0 and "--failed-batches" in result.output
+
+
+def test_unwritable_receipts_make_the_worker_not_ready() -> None:
+    from worker.health import HealthState
+
+    state = HealthState(member=True, token_ok=True)
+    assert state.ready() == (True, "ok")
+    state.receipts_down = True
+    assert state.ready() == (False, "receipts topic unwritable")
