@@ -460,6 +460,11 @@ class FlowSettings(_Model):
 class ShutdownSettings(_Model):
     drain_timeout_s: float = Field(default=20, ge=0, le=600)
     revoke_drain_timeout_s: float = Field(default=15, ge=0, le=600)
+    commit_retry_s: float = Field(
+        default=10, ge=0, le=120,
+        description="after the drain, keep serving the group (partitions paused) and retrying "
+        "the final commit this long when a rebalance refuses it",
+    )
 
 
 class HealthSettings(_Model):

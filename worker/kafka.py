@@ -113,9 +113,12 @@ class ConsumerOwner:
         self.closing = False
         self.cooperative = True
         self.rebalance_errors = 0
-        # Partitions of the subscribed topics, re-read from cluster metadata at every
-        # rebalance before the listener runs (the rate budget's share; 0: not known yet).
+        # Partitions of the subscribed topics, re-read from cluster metadata after every
+        # rebalance (the rate budget's share; 0: not known yet). Not inside the rebalance
+        # callback: list_topics there ends the enclosing consume()'s call state, and the next
+        # callback of that consume() then aborts the process (confluent-kafka CallState_get).
         self.total_partitions = 0
+        self._rebalanced = False
         conf = consumer_config(settings)
         self.cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
         if error_cb is not None:
@@ -158,7 +161,7 @@ class ConsumerOwner:
             self.total_partitions = total
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._refresh_total(consumer)
+        self._rebalanced = True
         try:
             committed = consumer.committed(partitions, timeout=30) if partitions else []
             earliest = self.settings.start_position == "earliest"
@@ -209,8 +212,7 @@ class ConsumerOwner:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        if not self.closing:
-            self._refresh_total(consumer)
+        self._rebalanced = True
         try:
             offsets = self._bridge(self._listener.partitions_revoked(tps))
             if offsets:
@@ -228,7 +230,7 @@ class ConsumerOwner:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        self._refresh_total(consumer)
+        self._rebalanced = True
         try:
             self._bridge(self._listener.partitions_lost(tps))
         except Exception as exc:
@@ -262,7 +264,14 @@ class ConsumerOwner:
         )
 
     async def consume(self, n: int, wait_s: float) -> list[Message]:
-        msgs: list[Message] = await self._call(self._consumer.consume, n, wait_s)
+        msgs: list[Message] = await self._call(self._consume, n, wait_s)
+        return msgs
+
+    def _consume(self, n: int, wait_s: float) -> list[Message]:
+        msgs: list[Message] = self._consumer.consume(n, wait_s)
+        if self._rebalanced:  # on the owner thread, outside any callback
+            self._rebalanced = False
+            self._refresh_total(self._consumer)
         return msgs
 
     async def pause(self, tps: Iterable[TP]) -> None:

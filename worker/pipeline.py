@@ -147,6 +147,7 @@ class Pipeline:
         self._stop = asyncio.Event()
         self.fatal: str | None = None
         self.closing = False
+        self._share_total = -1  # the partition total the rate share was last computed with
         self._assigned_at: dict[TP, int] = {}
         self._clear_marks: set[TP] = set()  # partitions whose old trip mark must be overwritten
         self._seek_requests: list[tuple[TP, str]] = []
@@ -669,7 +670,7 @@ class Pipeline:
                     self.guard.trip(metadata.removeprefix(GUARD_MARK).lstrip(":") or "earlier")
                     self._trip(f"{a.tp[0]}[{a.tp[1]}] (mark in the committed offset)")
         self._update_share()
-        return bool(self.pause_reasons)
+        return bool(self.pause_reasons) or self.closing
 
     async def partitions_revoked(self, tps: list[TP]) -> dict[TP, tuple[int, str]]:
         if not self.closing:
@@ -697,8 +698,9 @@ class Pipeline:
         """This replica's share of the organisation's rate budget: its partitions out of the
         subscribed topics' total (cluster metadata, re-read by the consumer at each rebalance)."""
         flow = self.deliverer.flow
+        self._share_total = self.consumer.total_partitions
         if flow is not None:
-            flow.set_share(len(self.tracker.owned()), self.consumer.total_partitions)
+            flow.set_share(len(self.tracker.owned()), self._share_total)
 
     def _forget_waiting(self, tps: list[TP]) -> None:
         """Waiting profile updates of partitions we no longer own are not ours to send."""
@@ -742,10 +744,11 @@ class Pipeline:
             for tp, o in ready.items()
         }
 
-    async def commit(self) -> None:
+    async def commit(self) -> bool:
+        """Commit the frontier; False when the broker refused it (retried next tick)."""
         offsets = self._commit_offsets()
         if not offsets:
-            return
+            return True
         started = time.monotonic()
         ok = await self.consumer.commit(offsets)
         self.metrics.commit_duration.observe(time.monotonic() - started)
@@ -759,6 +762,7 @@ class Pipeline:
             self.metrics.last_commit.set(time.time())
         else:
             self.metrics.commits.labels("failed").inc()
+        return ok
 
     # -- drained detection (make run, side replays) ---------------------------------------------
 
@@ -835,6 +839,7 @@ class Pipeline:
     async def run(self) -> None:
         k = self.settings.kafka
         await self.consumer.subscribe()
+        log.info("subscribed", group=k.group_id)
         loop = asyncio.get_running_loop()
         next_commit = loop.time() + k.commit_interval_s
         try:
@@ -842,6 +847,8 @@ class Pipeline:
                 await self._reconcile_pause()
                 msgs = await self._consume()
                 self.health.polled()
+                if self.consumer.total_partitions != self._share_total:
+                    self._update_share()  # the total is re-read after a rebalance's callbacks
                 if msgs:
                     self._process(msgs)
                 if self.bounds is not None and await self._bounded_step():
@@ -862,6 +869,29 @@ class Pipeline:
             log.exception("pipeline_failed")
             self.fatal = f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
         await self.shutdown()
+
+    async def _commit_through_rebalance(self) -> None:
+        """The final commit was refused, typically REBALANCE_IN_PROGRESS: a member joined or
+        left while we drained without polling. Closing now would hand finished records to the
+        next owner (its close-time revoke commit fails with _DESTROY). So keep serving the
+        group with every partition paused: the revoke callback commits what moves away
+        (``closing`` skips its drain), and the rest commits under the new generation."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.settings.shutdown.commit_retry_s
+        attempts = 1
+        while loop.time() < until:
+            with contextlib.suppress(Exception):
+                await self.consumer.pause(await self.consumer.assignment())
+            # Nothing consumed here is tracked, so no commit can pass it.
+            await self.consumer.consume(100, 0.2)
+            attempts += 1
+            if await self.commit():
+                log.info("final_commit_after_rebalance", attempts=attempts)
+                return
+        log.warning(
+            "final_commit_failed", attempts=attempts,
+            unfinished_partitions=len(self._commit_offsets()),
+        )
 
     async def shutdown(self) -> None:
         """Stop consuming → drain until the deadline → cancel → flush DLQ → commit → close."""
@@ -884,7 +914,8 @@ class Pipeline:
         if self.receipts is not None:
             self._send_receipts()
             receipts_left = await self.receipts.flush(max(deadline - loop.time(), 1.0))
-        await self.commit()
+        if not await self.commit():
+            await self._commit_through_rebalance()
         log.info(
             "shutdown",
             unfinished_records=self.tracker.pending(),

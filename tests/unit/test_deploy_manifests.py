@@ -241,7 +241,8 @@ def test_probes_match_the_health_server() -> None:
 def test_grace_period_outlasts_the_drain() -> None:
     drain = float(CONFIG["CAPILLARY_AEP_SHUTDOWN__DRAIN_TIMEOUT_S"])
     revoke = float(CONFIG["CAPILLARY_AEP_SHUTDOWN__REVOKE_DRAIN_TIMEOUT_S"])
-    assert POD["terminationGracePeriodSeconds"] > drain + revoke
+    commit_retry = float(CONFIG["CAPILLARY_AEP_SHUTDOWN__COMMIT_RETRY_S"])
+    assert POD["terminationGracePeriodSeconds"] > drain + revoke + commit_retry
     worker = _load(COMPOSE)[0]["services"]["worker"]
     grace = int(worker["stop_grace_period"].removesuffix("s"))
     assert grace > float(worker["environment"]["CAPILLARY_AEP_SHUTDOWN__DRAIN_TIMEOUT_S"])
