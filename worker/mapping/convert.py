@@ -57,7 +57,7 @@ def number(value: Any) -> float | int | None:
     kind = type(value)
     if kind is int:
         return value  # type: ignore[no-any-return]
-    if kind is float and value == value and value not in (float("inf"), float("-inf")):
+    if kind is float and value - value == 0.0:  # finite: inf - inf and nan - nan are nan
         return value  # type: ignore[no-any-return]
     return None
 
