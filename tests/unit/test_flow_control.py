@@ -123,6 +123,20 @@ def test_rate_ceiling_learns_from_throttling_and_grows_back() -> None:
     assert rate.value is None
 
 
+def test_rate_ceiling_needs_acceptances_and_is_forgotten_when_quiet() -> None:
+    rate = AimdRate(window_s=2.0, forget_s=30.0)
+    # 429s before anything was accepted say nothing about the rate AEP takes.
+    assert not rate.throttled(sent_at=0.0, now=0.1)
+    assert rate.value is None
+    rate.accepted(100, 1.0)
+    assert rate.throttled(sent_at=1.0, now=1.1)
+    assert rate.value is not None
+    rate.accepted(10, 20.0)
+    assert rate.value is not None
+    rate.accepted(10, 31.2)  # over 30 s without a 429
+    assert rate.value is None
+
+
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 500), st.floats(0.0, 2.0)), max_size=200))
 def test_rate_ceiling_never_below_its_floor(seq: list) -> None:
     rate = AimdRate(minimum=5.0)

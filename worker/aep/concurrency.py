@@ -9,9 +9,11 @@ the last decrease can cause the next one (the "one decrease per round trip" rule
 
 ``AimdRate`` is a ceiling on messages per second, decreased on throttling (429) to ``decrease``
 x the rate AEP was accepting at that moment and raised additively afterwards (``increase`` of
-that level per second). The in-flight limit alone cannot find a rate limit when answers take a
-few milliseconds (one request in flight can already exceed it); the rate ceiling converges on
-it with one throttling episode every few seconds instead of a storm of 429s.
+that level per second); a 429 before anything was accepted sets none, and the ceiling is
+dropped after ``forget_s`` without a 429. The in-flight limit alone cannot find a rate limit
+when answers take a few milliseconds (one request in flight can already exceed it); the rate
+ceiling converges on it with one throttling episode every few seconds instead of a storm of
+429s.
 
 ``TokenBucket`` enforces a rate (messages or requests per second) with a burst of ``burst_s``
 seconds of it. A take larger than the burst is allowed once the bucket is full, driving it into
@@ -103,6 +105,8 @@ class AimdRate:
     """Per second, as a share of the level set at the last decrease (additive)."""
     window_s: float = 2.0
     """The accepted rate at a 429 is measured over this past window."""
+    forget_s: float = 30.0
+    """No 429 for this long: the ceiling is dropped (demand may have been low when it was set)."""
     value: float | None = field(default=None, init=False)
     last_decrease: float = field(default=-math.inf, init=False)
     _step: float = field(default=0.0, init=False)
@@ -136,6 +140,8 @@ class AimdRate:
             self._accepted.append((now, n))
             self._accepted_sum += n
         self._trim(now)
+        if self.value is not None and now - self.last_decrease > self.forget_s:
+            self.value = None
         if self.value is not None:
             dt = min(max(now - self._last_growth, 0.0), 1.0)
             self.value += self._step * dt
@@ -147,11 +153,14 @@ class AimdRate:
         if sent_at < self.last_decrease:
             return False
         measured = self.accepted_rate(now)
-        level = measured if self.value is None else min(self.value, measured)
+        if measured <= 0:
+            if self.value is None:
+                return False  # nothing accepted to learn from: Retry-After and the limit act
+            level = self.value
+        else:
+            level = measured if self.value is None else min(self.value, measured)
         if ceiling is not None:
             level = min(level, ceiling)
-        if level <= 0:  # nothing accepted lately: halve what we had, or stay at the floor
-            level = self.value if self.value is not None else self.minimum
         self.value = max(self.minimum, level * self.decrease)
         self._step = max(self.value * self.increase, self.minimum * self.increase)
         self.last_decrease = self._last_growth = now
