@@ -208,6 +208,7 @@ class FlowControl:
         if permit.gated:
             self.in_flight -= 1
         before = self.aimd.limit
+        moved = throttled
         if permit.gated:
             self.aimd.sample(
                 signal, sent_at=permit.sent_at, now=now, latency_s=now - permit.sent_at,
@@ -229,7 +230,8 @@ class FlowControl:
                     )
             if rate.value != old:
                 self._apply_rates()
-        if self.aimd.limit != before or throttled:
+                moved = True  # the enforced rate: export it
+        if moved or self.aimd.limit != before:
             self._changed()
         self._grant()
 
