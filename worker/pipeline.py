@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
+from prometheus_client import Counter
 
 from worker import replay_mark, tracing
 from worker.aep.delivery import Deliverer
@@ -115,6 +116,9 @@ class Pipeline:
         self.targets = targets
         self.routes = routes
         self.metrics = metrics
+        # ~40% of profile updates are superseded: labels() per update was 1.6% of the CPU.
+        # Made at the first one (a series appears only once something was superseded).
+        self._superseded_total: Counter | None = None
         self.health = health
         self.reset_dlq_guard = reset_dlq_guard
         self.exit_when_drained = exit_when_drained
@@ -317,7 +321,10 @@ class Pipeline:
 
     def _superseded(self, part: Part) -> None:
         """A newer update of the same identity replaces this one: it is never sent."""
-        self.metrics.filtered.labels("superseded").inc()
+        counter = self._superseded_total
+        if counter is None:
+            counter = self._superseded_total = self.metrics.filtered.labels("superseded")
+        counter.inc()
         self._finish(part)
         part.nbytes = 0
 
