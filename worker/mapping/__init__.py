@@ -24,7 +24,13 @@ from typing import Any, Final
 
 from worker.events import CanonicalEvent
 from worker.mapping import commerce, customer, points, promotion, reward, tier
-from worker.mapping.context import MAPPING_ERROR_KINDS, Mapper, MappingContext, MappingError
+from worker.mapping.context import (
+    MAPPING_ERROR_KINDS,
+    Clean,
+    Mapper,
+    MappingContext,
+    MappingError,
+)
 
 __all__ = [
     "DEFAULT_FAMILIES",
@@ -165,6 +171,11 @@ def build_entity(
             f"{type(exc).__name__} in the {family} mapper of {_safe_name(event.name)}",
         ) from None
     out: dict[str, Any] = {"_id": xdm_id(event, target)}
+    if type(entity) is Clean:
+        out.update(entity)  # built without empty values: nothing to prune
+        if len(out) == 1:
+            raise MappingError("empty-entity", "", "the mapper produced an empty entity")
+        return out
     for key, value in entity.items():
         if value is None:
             continue

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.events import CanonicalEvent
-from worker.mapping.context import Mapper, MappingContext, MappingError
+from worker.mapping.context import Clean, Mapper, MappingContext, MappingError
 from worker.mapping.convert import (
     currency,
     event_timestamp,
@@ -42,7 +42,7 @@ from worker.mapping.convert import (
     required_instant_ms,
     text,
 )
-from worker.mapping.identity import customer_id, event_details, identity_map
+from worker.mapping.identity import clean_event_details, customer_id, identity_map
 
 PURCHASE = "commerce.purchases"
 RETURN = "commerce.backofficeCreditMemoIssued"
@@ -58,16 +58,24 @@ def _required_text(value: Any, path: str) -> str:
 
 
 def _bill_details(event: CanonicalEvent, cid: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The tenant fields of a bill, without empty values."""
     entered_by = obj(data.get("enteredBy"))
     store = obj(entered_by.get("store"))
-    details = event_details(event, cid)
-    details["transactionId"] = id_text(data.get("transactionId"))
-    details["lineItemCount"] = id_int(data.get("lineItemCount"))
-    details["grossAmount"] = number(data.get("grossAmount"))
-    details["deliveryStatus"] = text(data.get("deliveryStatus"))
-    details["storeExternalId"] = text(store.get("externalId"))
-    details["storeName"] = text(store.get("name"))
-    details["tillCode"] = text(obj(entered_by.get("till")).get("code"))
+    details = clean_event_details(event, cid)
+    if (value := id_text(data.get("transactionId"))) is not None:
+        details["transactionId"] = value
+    if (count := id_int(data.get("lineItemCount"))) is not None:
+        details["lineItemCount"] = count
+    if (amount := number(data.get("grossAmount"))) is not None:
+        details["grossAmount"] = amount
+    if (value := text(data.get("deliveryStatus"))) is not None:
+        details["deliveryStatus"] = value
+    if (value := text(store.get("externalId"))) is not None:
+        details["storeExternalId"] = value
+    if (value := text(store.get("name"))) is not None:
+        details["storeName"] = value
+    if (value := text(obj(entered_by.get("till")).get("code"))) is not None:
+        details["tillCode"] = value
     return details
 
 
@@ -76,6 +84,7 @@ def _store_code(data: dict[str, Any]) -> str | None:
 
 
 def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
     bill_type = _required_text(data.get("billType"), "/billType").upper()
@@ -90,34 +99,38 @@ def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, A
     details["billNumber"] = bill_number
     details["billType"] = bill_type
 
-    order: dict[str, Any] = {"purchaseID": bill_number, "currencyCode": code}
-    commerce: dict[str, Any] = {
-        "order": order,
-        "commerceScope": {"storeCode": _store_code(data)},
-    }
+    order: dict[str, Any] = {"purchaseID": bill_number}
+    if code is not None:
+        order["currencyCode"] = code
+    commerce: dict[str, Any] = {"order": order}
+    store_code = _store_code(data)
+    if store_code is not None:
+        commerce["commerceScope"] = {"storeCode": store_code}
     if bill_type in RETURN_BILL_TYPES:
         event_type = RETURN
-        order["refunds"] = [
-            {
-                "transactionID": details["transactionId"],
-                "refundAmount": abs(amount),
-                "refundReason": "return",
-                "currencyCode": code,
-            }
-        ]
+        refund: dict[str, Any] = {}
+        if "transactionId" in details:
+            refund["transactionID"] = details["transactionId"]
+        refund["refundAmount"] = abs(amount)
+        refund["refundReason"] = "return"
+        if code is not None:
+            refund["currencyCode"] = code
+        order["refunds"] = [refund]
     else:
         event_type = PURCHASE
         commerce["purchases"] = {"value": 1}
         order["priceTotal"] = amount
-        order["discountAmount"] = number(data.get("discount"))
+        discount = number(data.get("discount"))
+        if discount is not None:
+            order["discountAmount"] = discount
 
-    return {
-        "timestamp": event_timestamp(entered, event.created_at_ms, ctx),
-        "eventType": event_type,
-        "identityMap": identity_map(event, ctx, cid),
-        "commerce": commerce,
-        ctx.tenant: details,
-    }
+    return Clean(
+        timestamp=event_timestamp(entered, event.created_at_ms, ctx),
+        eventType=event_type,
+        identityMap=identity_map(event, ctx, cid),
+        commerce=commerce,
+        **{ctx.tenant: details},
+    )
 
 
 def transaction_updated_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:

@@ -19,6 +19,7 @@ __all__ = [
     "IDENTITY_KINDS",
     "MAPPING_ERROR_KINDS",
     "ClampCounter",
+    "Clean",
     "IdentitySlot",
     "Mapper",
     "MappingContext",
@@ -188,5 +189,13 @@ class MappingError(Exception):
         return f"MappingError(kind={self.kind!r}, path={self.path!r}, message={self.message!r})"
 
 
-# A mapper returns the xdmEntity WITHOUT ``_id``; build_entity adds it and prunes empty values.
+class Clean(dict[str, Any]):
+    """An entity a mapper built without ``None``, ``""``, ``{}`` or ``[]`` anywhere (and with a
+    non-empty identityMap): ``build_entity`` adds the ``_id`` and skips the pruning pass."""
+
+    __slots__ = ()
+
+
+# A mapper returns the xdmEntity WITHOUT ``_id``; build_entity adds it and prunes empty values
+# (unless the mapper returns a :class:`Clean` entity).
 Mapper = Callable[[CanonicalEvent, MappingContext], dict[str, Any]]

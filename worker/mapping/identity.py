@@ -138,6 +138,20 @@ def event_details(event: CanonicalEvent, cid: str) -> dict[str, Any]:
     }
 
 
+def clean_event_details(event: CanonicalEvent, cid: str) -> dict[str, Any]:
+    """:func:`event_details` without its empty values (for mappers returning ``Clean``)."""
+    details: dict[str, Any] = {
+        "eventId": event.event_id,
+        "eventName": event.name,
+        "orgId": event.org_id,
+    }
+    if event.ref_id is not None:
+        details["refId"] = event.ref_id
+    details["createdAt"] = rfc3339_ms(event.created_at_ms)
+    details["customerId"] = cid
+    return details
+
+
 def profile_details(event: CanonicalEvent, cid: str) -> dict[str, Any]:
     """The tenant fields every profile fragment carries: who, and which event produced it."""
     return {
