@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 from worker.events import CanonicalEvent
-from worker.mapping.context import Mapper, MappingContext, MappingError
+from worker.mapping.context import Clean, Mapper, MappingContext, MappingError
 from worker.mapping.convert import (
     any_date,
     business_timestamp,
@@ -31,7 +31,14 @@ from worker.mapping.convert import (
     obj,
     text,
 )
-from worker.mapping.identity import audit, customer_id, event_details, identity_map, profile_details
+from worker.mapping.identity import (
+    audit,
+    clean_event_details,
+    customer_id,
+    event_details,
+    identity_map,
+    profile_details,
+)
 
 
 def _required_points(data: dict[str, Any], field: str, what: str) -> float | int:
@@ -57,31 +64,37 @@ def _adds_up(parts: list[dict[str, Any]], total: float | int) -> bool:
     )
 
 
+def _gain(
+    value: float | int, program: str | None, transaction: str | None, promotion: str | None = None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"value": value}
+    if program is not None:
+        entry["loyaltyProgramId"] = program
+    if transaction is not None:
+        entry["transactionId"] = transaction
+    if promotion is not None:
+        entry["promotionId"] = promotion
+    return entry
+
+
 def _points_gained(
     data: dict[str, Any], total: float | int, program: str | None, transaction: str | None
 ) -> list[dict[str, Any]]:
     """One entry per source of points (regular, each promotion) when they add up to the total,
     otherwise a single entry with the total: the sum of ``pointsGained[].value`` is always
-    ``totalPointsIssued``."""
+    ``totalPointsIssued``. Entries carry no empty values."""
     parts: list[dict[str, Any]] = []
     regular = number(data.get("regularPointsIssued"))
     if regular:
-        parts.append({"value": regular, "loyaltyProgramId": program, "transactionId": transaction})
+        parts.append(_gain(regular, program, transaction))
     for item in items(data.get("promotionalPointsIssued")):
         promo = obj(item)
         value = number(promo.get("promotionPoints"))
         if value:
-            parts.append(
-                {
-                    "value": value,
-                    "loyaltyProgramId": program,
-                    "transactionId": transaction,
-                    "promotionId": text(promo.get("promotionIdentifier")),
-                }
-            )
+            parts.append(_gain(value, program, transaction, text(promo.get("promotionIdentifier"))))
     if _adds_up(parts, total):
         return parts
-    return [{"value": total, "loyaltyProgramId": program, "transactionId": transaction}]
+    return [_gain(total, program, transaction)]
 
 
 def _loyalty_event(
@@ -96,6 +109,7 @@ def _loyalty_event(
 
 
 def points_issued_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
     total = _required_points(data, "totalPointsIssued", "points issued")
@@ -105,18 +119,31 @@ def points_issued_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str,
         number(obj(p).get("promotionPoints")) for p in items(data.get("promotionalPointsIssued"))
     ]
 
-    details = event_details(event, cid)
-    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
-    details["transactionId"] = transaction
-    details["programCurrentPoints"] = number(data.get("programCurrentPoints"))
-    details["programLifetimePoints"] = number(data.get("programLifetimePoints"))
-    details["regularPoints"] = number(data.get("regularPointsIssued"))
-    details["promotionalPoints"] = sum(p for p in promotional if p) if any(promotional) else None
-    details["triggeringActivity"] = text(obj(data.get("triggeringActivity")).get("name"))
+    details = clean_event_details(event, cid)
+    if (program_id := id_int(data.get("loyaltyProgramId"))) is not None:
+        details["loyaltyProgramId"] = program_id
+    if transaction is not None:
+        details["transactionId"] = transaction
+    if (points := number(data.get("programCurrentPoints"))) is not None:
+        details["programCurrentPoints"] = points
+    if (points := number(data.get("programLifetimePoints"))) is not None:
+        details["programLifetimePoints"] = points
+    if (points := number(data.get("regularPointsIssued"))) is not None:
+        details["regularPoints"] = points
+    if any(promotional):
+        details["promotionalPoints"] = sum(p for p in promotional if p)
+    if (activity := text(obj(data.get("triggeringActivity")).get("name"))) is not None:
+        details["triggeringActivity"] = activity
 
-    entity = _loyalty_event(event, ctx, cid, details)
-    entity["loyalty"] = {"pointsGained": _points_gained(data, total, program, transaction)}
-    return entity
+    return Clean(
+        {
+            "timestamp": business_timestamp(event, ctx),
+            "eventType": f"loyalty.{event.name}",
+            "identityMap": identity_map(event, ctx, cid),
+            ctx.tenant: details,
+            "loyalty": {"pointsGained": _points_gained(data, total, program, transaction)},
+        }
+    )
 
 
 def _redemptions(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -232,7 +259,8 @@ def _balance(data: dict[str, Any]) -> float | int | None:
 
 
 def points_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
-    """The points-balance family: the balance after the event, and lifetime points when sent."""
+    """The points-balance family: the balance after the event, and lifetime points when sent.
+    Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
     balance = _balance(data)
@@ -241,16 +269,19 @@ def points_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]
             "missing-field", "/programCurrentPoints", "the points balance must be a number"
         )
     details = profile_details(event, cid)
-    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
-    return {
-        "identityMap": identity_map(event, ctx, cid),
-        "loyalty": {
-            "points": balance,
-            "lifetimePoints": number(data.get("programLifetimePoints")),
-        },
-        "extSourceSystemAudit": audit(event),
-        ctx.tenant: details,
-    }
+    if (program_id := id_int(data.get("loyaltyProgramId"))) is not None:
+        details["loyaltyProgramId"] = program_id
+    loyalty: dict[str, Any] = {"points": balance}
+    if (lifetime := number(data.get("programLifetimePoints"))) is not None:
+        loyalty["lifetimePoints"] = lifetime
+    return Clean(
+        {
+            "identityMap": identity_map(event, ctx, cid),
+            "loyalty": loyalty,
+            "extSourceSystemAudit": audit(event),
+            ctx.tenant: details,
+        }
+    )
 
 
 MAPPERS: dict[tuple[str, str], Mapper] = {
