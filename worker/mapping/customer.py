@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.events import CanonicalEvent
-from worker.mapping.context import Mapper, MappingContext
+from worker.mapping.context import Clean, Mapper, MappingContext
 from worker.mapping.convert import instant, items, obj, required_instant, text
 from worker.mapping.identity import (
     audit,
@@ -32,34 +32,42 @@ LOYALTY_STATUS = {
 }
 
 
-def _person(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[str, Any]:
-    """The attributes both customer events share: identities, name, contact, loyalty id."""
+def _person(event: CanonicalEvent, ctx: MappingContext, cid: str) -> Clean:
+    """The attributes both customer events share: identities, name, contact, loyalty id.
+    Built without empty values (callers add only non-empty ones)."""
     data = event.data
     loyalty_type = text(data.get("loyaltyType"))
     address = email(event, ctx)
     phone = mobile(event, ctx)
     details = profile_details(event, cid)
-    details["loyaltyType"] = loyalty_type
-    details["source"] = text(data.get("source"))
-    details["storeCode"] = text(obj(obj(data.get("enteredBy")).get("store")).get("code"))
-    return {
-        "identityMap": identity_map(event, ctx, cid),
-        "person": {
-            "name": {
-                "firstName": text(data.get("firstName")),
-                "lastName": text(data.get("lastName")),
-            }
-        },
-        "personalEmail": {"address": address} if address else None,
-        "mobilePhone": {"number": phone} if phone else None,
-        "loyalty": {
-            "loyaltyID": [cid],
-            "program": text(obj(data.get("loyaltyProgramDetails")).get("name")),
-            "status": LOYALTY_STATUS.get(loyalty_type.upper()) if loyalty_type else None,
-        },
-        "extSourceSystemAudit": audit(event),
-        ctx.tenant: details,
-    }
+    if loyalty_type is not None:
+        details["loyaltyType"] = loyalty_type
+    if (source := text(data.get("source"))) is not None:
+        details["source"] = source
+    store = text(obj(obj(data.get("enteredBy")).get("store")).get("code"))
+    if store is not None:
+        details["storeCode"] = store
+    entity = Clean(identityMap=identity_map(event, ctx, cid))
+    name: dict[str, Any] = {}
+    if (first := text(data.get("firstName"))) is not None:
+        name["firstName"] = first
+    if (last := text(data.get("lastName"))) is not None:
+        name["lastName"] = last
+    if name:
+        entity["person"] = {"name": name}
+    if address:
+        entity["personalEmail"] = {"address": address}
+    if phone:
+        entity["mobilePhone"] = {"number": phone}
+    loyalty: dict[str, Any] = {"loyaltyID": [cid]}
+    if (program := text(obj(data.get("loyaltyProgramDetails")).get("name"))) is not None:
+        loyalty["program"] = program
+    if loyalty_type and (status := LOYALTY_STATUS.get(loyalty_type.upper())) is not None:
+        loyalty["status"] = status
+    entity["loyalty"] = loyalty
+    entity["extSourceSystemAudit"] = audit(event)
+    entity[ctx.tenant] = details
+    return entity
 
 
 def customer_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
@@ -81,12 +89,17 @@ def customer_updated_profile(event: CanonicalEvent, ctx: MappingContext) -> dict
         # The member's status, as Capillary states it now, wins over the loyalty type.
         entity["loyalty"]["status"] = current.lower()
     details = entity[ctx.tenant]
-    details["statusLabel"] = text(status.get("currentLabel"))
-    details["statusReason"] = text(status.get("reason"))
-    details["updatedAt"] = instant(data.get("enteredAt"), ctx)
+    if (label := text(status.get("currentLabel"))) is not None:
+        details["statusLabel"] = label
+    if (reason := text(status.get("reason"))) is not None:
+        details["statusReason"] = reason
+    if (updated := instant(data.get("enteredAt"), ctx)) is not None:
+        details["updatedAt"] = updated
     # Field names only: previous and current values are personal data (and stale ones, too).
     names = [text(obj(item).get("fieldName")) for item in items(data.get("updatedFields"))]
-    details["updatedFields"] = sorted({n for n in names if n is not None})
+    fields = sorted({n for n in names if n is not None})
+    if fields:
+        details["updatedFields"] = fields
     return entity
 
 
