@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.events import CanonicalEvent
-from worker.mapping.context import Mapper, MappingContext, MappingError
+from worker.mapping.context import Clean, Mapper, MappingContext, MappingError
 from worker.mapping.convert import (
     any_date,
     business_timestamp,
@@ -34,8 +34,8 @@ from worker.mapping.convert import (
 )
 from worker.mapping.identity import (
     audit,
+    clean_event_details,
     customer_id,
-    event_details,
     identity_map,
     profile_details,
 )
@@ -79,47 +79,61 @@ def _tier_number(event: CanonicalEvent) -> int:
 
 
 def _tier_details(data: dict[str, Any], details: dict[str, Any], number: int) -> dict[str, Any]:
+    """Adds the tier fields to ``details``, without empty values."""
     details["tierNumber"] = number
-    details["previousTierNumber"] = id_int(data.get("previousTierNumber"))
-    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
-    details["upgradeType"] = text(data.get("upgradeType"))
-    details["renewType"] = text(data.get("renewType"))
+    if (previous := id_int(data.get("previousTierNumber"))) is not None:
+        details["previousTierNumber"] = previous
+    if (program := id_int(data.get("loyaltyProgramId"))) is not None:
+        details["loyaltyProgramId"] = program
+    if (upgrade := text(data.get("upgradeType"))) is not None:
+        details["upgradeType"] = upgrade
+    if (renew := text(data.get("renewType"))) is not None:
+        details["renewType"] = renew
     return details
 
 
 def tier_profile(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
     number = _tier_number(event)
-    upgraded = event.name == "tierUpgraded"
-    return {
-        "identityMap": identity_map(event, ctx, cid),
-        "loyalty": {
-            "tier": tier_name(data, number, ctx),
-            "upgradeDate": rfc3339_ms(event.created_at_ms) if upgraded else None,
-            "tierExpiryDate": tier_expiry(data, ctx),
-        },
-        "extSourceSystemAudit": audit(event),
-        ctx.tenant: _tier_details(data, profile_details(event, cid), number),
-    }
+    entity = Clean(identityMap=identity_map(event, ctx, cid))
+    loyalty: dict[str, Any] = {}
+    if (name := tier_name(data, number, ctx)) is not None:
+        loyalty["tier"] = name
+    if event.name == "tierUpgraded":
+        loyalty["upgradeDate"] = rfc3339_ms(event.created_at_ms)
+    if (expiry := tier_expiry(data, ctx)) is not None:
+        loyalty["tierExpiryDate"] = expiry
+    if loyalty:
+        entity["loyalty"] = loyalty
+    entity["extSourceSystemAudit"] = audit(event)
+    entity[ctx.tenant] = _tier_details(data, profile_details(event, cid), number)
+    return entity
 
 
 def tier_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
     number = _tier_number(event)
-    details = _tier_details(data, event_details(event, cid), number)
-    details["tierName"] = tier_name(data, number, ctx)
+    details = _tier_details(data, clean_event_details(event, cid), number)
+    if (name := tier_name(data, number, ctx)) is not None:
+        details["tierName"] = name
     if event.name == "tierDowngradeReminder":
-        details["scheduledDowngradeDate"] = any_date(data.get("scheduledDowngradeDate"), ctx)
-    else:
-        details["tierExpiryDate"] = tier_expiry(data, ctx)
-    return {
-        "timestamp": business_timestamp(event, ctx),
-        "eventType": f"loyalty.{event.name}",
-        "identityMap": identity_map(event, ctx, cid),
-        ctx.tenant: details,
-    }
+        scheduled = any_date(data.get("scheduledDowngradeDate"), ctx)
+        if scheduled is not None:
+            details["scheduledDowngradeDate"] = scheduled
+    elif (expiry := tier_expiry(data, ctx)) is not None:
+        details["tierExpiryDate"] = expiry
+    return Clean(
+        {
+            "timestamp": business_timestamp(event, ctx),
+            "eventType": f"loyalty.{event.name}",
+            "identityMap": identity_map(event, ctx, cid),
+            ctx.tenant: details,
+        }
+    )
 
 
 MAPPERS: dict[tuple[str, str], Mapper] = {
