@@ -152,7 +152,8 @@ def _redemptions(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def points_redeemed_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
     """One ``pointsRedemption[]`` entry per earning program the points came from when they add
-    up to ``totalPointsRedeemed``, else one entry with the total (the sum is always the total)."""
+    up to ``totalPointsRedeemed``, else one entry with the total (the sum is always the total).
+    Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
     total = _required_points(data, "totalPointsRedeemed", "points redeemed")
@@ -162,29 +163,35 @@ def points_redeemed_event(event: CanonicalEvent, ctx: MappingContext) -> dict[st
     for source in _redemptions(data):
         value = number(source.get("pointsRedeemed"))
         if value:
-            parts.append(
-                {
-                    "value": value,
-                    "loyaltyProgramId": id_text(source.get("programId")) or program,
-                    "transactionId": bill,
-                }
-            )
+            parts.append(_gain(value, id_text(source.get("programId")) or program, bill))
     if not _adds_up(parts, total):
-        parts = [{"value": total, "loyaltyProgramId": program, "transactionId": bill}]
+        parts = [_gain(total, program, bill)]
 
-    details = event_details(event, cid)
-    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    details = clean_event_details(event, cid)
+    if (program_id := id_int(data.get("loyaltyProgramId"))) is not None:
+        details["loyaltyProgramId"] = program_id
     details["pointsRedeemed"] = total
-    details["redeemedPointsCurrencyValue"] = number(data.get("redeemedPointsCurrencyValue"))
-    details["redemptionSummaryId"] = id_text(data.get("redemptionSummaryId"))
-    details["redemptionBillNumber"] = bill
+    if (worth := number(data.get("redeemedPointsCurrencyValue"))) is not None:
+        details["redeemedPointsCurrencyValue"] = worth
+    if (summary := id_text(data.get("redemptionSummaryId"))) is not None:
+        details["redemptionSummaryId"] = summary
+    if bill is not None:
+        details["redemptionBillNumber"] = bill
     group = data.get("isGroupRedemption")
-    details["isGroupRedemption"] = group if type(group) is bool else None
-    details["programCurrentPoints"] = _balance(data)
+    if type(group) is bool:
+        details["isGroupRedemption"] = group
+    if (balance := _balance(data)) is not None:
+        details["programCurrentPoints"] = balance
 
-    entity = _loyalty_event(event, ctx, cid, details)
-    entity["loyalty"] = {"pointsRedemption": parts}
-    return entity
+    return Clean(
+        {
+            "timestamp": business_timestamp(event, ctx),
+            "eventType": f"loyalty.{event.name}",
+            "identityMap": identity_map(event, ctx, cid),
+            ctx.tenant: details,
+            "loyalty": {"pointsRedemption": parts},
+        }
+    )
 
 
 def points_expired_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
