@@ -70,6 +70,17 @@ def sha256_identity(value: str) -> str:
 _INSTORE_FIELDS = {"phone": "mobile", "external_id": "externalId", "card_number": "card_number"}
 
 
+# The last event's map: an event feeding two targets (points, tier) needs the same one twice.
+# Keyed by identity (events are read-only, and the reference held keeps the id from reuse);
+# the two entities then share one dict, which nothing modifies after mapping.
+_last_map: tuple[CanonicalEvent | None, MappingContext | None, str, dict[str, Any]] = (
+    None,
+    None,
+    "",
+    {},
+)
+
+
 def identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[str, Any]:
     """Every configured identity the event carries, in ``ctx.identities`` order.
 
@@ -77,6 +88,16 @@ def identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[s
     the customerId is primary (every event has one). Namespaces that coincide (a
     misconfiguration) are merged rather than overwritten.
     """
+    global _last_map
+    last_event, last_ctx, last_cid, last = _last_map
+    if last_event is event and last_ctx is ctx and last_cid == cid:
+        return last
+    found = _identity_map(event, ctx, cid)
+    _last_map = (event, ctx, cid, found)
+    return found
+
+
+def _identity_map(event: CanonicalEvent, ctx: MappingContext, cid: str) -> dict[str, Any]:
     identifiers = event.data.get("customerIdentifiers")
     instore = identifiers.get("instore") if type(identifiers) is dict else None
     if type(instore) is not dict:
