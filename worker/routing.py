@@ -56,7 +56,7 @@ class Target:
         return self.format == "raw"
 
     def message(self, entity_json: bytes) -> bytes:
-        return self.prefix + entity_json + self.suffix
+        return b"".join((self.prefix, entity_json, self.suffix))  # one copy, not two
 
 
 def build_target(
