@@ -159,6 +159,9 @@ class Pipeline:
         # When the current consume call began: batches opened by its records linger from then.
         self._consume_started = 0.0
         self._taken_at: float | None = None
+        # Closes batches at their linger deadline even while run() awaits a consume or a
+        # commit (a synchronous commit holds the loop's consume/due cycle for its round trip).
+        self._linger_timer: asyncio.TimerHandle | None = None
         # Wired in attach(): they need the running loop.
         self.consumer: ConsumerOwner
         self.dlq: DeadLetterProducer
@@ -305,7 +308,29 @@ class Pipeline:
             return False
         if full is not None:
             self._enqueue(full)
+        if self._linger_timer is None:
+            self._arm_linger()
         return True
+
+    def _arm_linger(self) -> None:
+        """A timer for the earliest open batch's deadline. Batches open in time order, so a
+        timer already armed is never later than any deadline opened since."""
+        due = self.batcher.next_deadline()
+        if due is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside the loop (tools): run() checks deadlines itself
+            return
+        # +1 ms: the loop may run a timer a little early; the batch must be due by then.
+        delay = max(due - time.monotonic(), 0.0) + 0.001
+        self._linger_timer = loop.call_later(delay, self._linger_expired)
+
+    def _linger_expired(self) -> None:
+        self._linger_timer = None
+        for batch in self.batcher.due():
+            self._enqueue(batch)
+        self._arm_linger()
 
     # -- profiles never go backwards (worker.profile_order) -------------------------------------
 
@@ -543,8 +568,11 @@ class Pipeline:
 
     def _pump(self) -> None:
         d = self.settings.delivery
-        flow = self.deliverer.flow  # the adaptive in-flight limit (worker.aep.flow)
-        self._dispatch(self._queue.batches, d.concurrency if flow is None else flow.limit, None)
+        # Delivery tasks: at least `concurrency` (a task backing off holds no request slot), up
+        # to the adaptive in-flight limit, which the flow gate enforces on requests themselves.
+        flow = self.deliverer.flow
+        limit = d.concurrency if flow is None else max(d.concurrency, flow.limit)
+        self._dispatch(self._queue.batches, limit, None)
         self._dispatch(self._queue.singles, d.raw_concurrency, self._raw_active)
 
     def _dispatch(
