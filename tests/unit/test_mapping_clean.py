@@ -69,5 +69,10 @@ def test_clean_entities_hold_no_empty_value_and_equal_their_pruned_form(
         "customerUpdated/profile_customer",
         "tierUpgraded/profile_tier",
         "tierUpgraded/experience_event",
+        "transactionUpdated/experience_event",
+        "pointsExpired/experience_event",
+        "pointsExpiryReminder/experience_event",
+        "promotionEarned/experience_event",
+        "rewardIssued/experience_event",
     ):
         assert clean_by_mapper.get(key, 0) > 0, key

@@ -134,7 +134,8 @@ def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, A
 
 
 def transaction_updated_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
-    """A change to a bill: never a purchase measure, never ``priceTotal`` (no double counting)."""
+    """A change to a bill: never a purchase measure, never ``priceTotal`` (no double counting).
+    Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
     bill_number = _required_text(data.get("billNumber"), "/billNumber")
@@ -142,20 +143,29 @@ def transaction_updated_event(event: CanonicalEvent, ctx: MappingContext) -> dic
 
     details = _bill_details(event, cid, data)
     details["billNumber"] = bill_number
-    details["billType"] = bill_type.upper() if bill_type else None
-    details["amount"] = number(data.get("amount"))
-    details["billEnteredAt"] = instant(data.get("enteredAt"), ctx)
+    if bill_type:
+        details["billType"] = bill_type.upper()
+    if (amount := number(data.get("amount"))) is not None:
+        details["amount"] = amount
+    if (entered := instant(data.get("enteredAt"), ctx)) is not None:
+        details["billEnteredAt"] = entered
     code = currency(data.get("currencyCode"))
-    return {
-        "timestamp": event_timestamp(event.created_at_ms, event.created_at_ms, ctx),
-        "eventType": UPDATE,
-        "identityMap": identity_map(event, ctx, cid),
-        "commerce": {
-            "order": {"purchaseID": bill_number, "currencyCode": code},
-            "commerceScope": {"storeCode": _store_code(data)},
-        },
-        ctx.tenant: details,
-    }
+    order: dict[str, Any] = {"purchaseID": bill_number}
+    if code is not None:
+        order["currencyCode"] = code
+    commerce: dict[str, Any] = {"order": order}
+    store_code = _store_code(data)
+    if store_code is not None:
+        commerce["commerceScope"] = {"storeCode": store_code}
+    return Clean(
+        {
+            "timestamp": event_timestamp(event.created_at_ms, event.created_at_ms, ctx),
+            "eventType": UPDATE,
+            "identityMap": identity_map(event, ctx, cid),
+            "commerce": commerce,
+            ctx.tenant: details,
+        }
+    )
 
 
 MAPPERS: dict[tuple[str, str], Mapper] = {

@@ -194,17 +194,35 @@ def points_redeemed_event(event: CanonicalEvent, ctx: MappingContext) -> dict[st
     )
 
 
+def _clean_loyalty_event(
+    event: CanonicalEvent, ctx: MappingContext, cid: str, details: dict[str, Any]
+) -> Clean:
+    """:func:`_loyalty_event` for tenant details built without empty values."""
+    return Clean(
+        {
+            "timestamp": business_timestamp(event, ctx),
+            "eventType": f"loyalty.{event.name}",
+            "identityMap": identity_map(event, ctx, cid),
+            ctx.tenant: details,
+        }
+    )
+
+
 def points_expired_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
-    details = event_details(event, cid)
-    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    details = clean_event_details(event, cid)
+    if (program_id := id_int(data.get("loyaltyProgramId"))) is not None:
+        details["loyaltyProgramId"] = program_id
     details["pointsExpired"] = _required_points(data, "pointsExpired", "points expired")
-    details["programCurrentPoints"] = number(data.get("programCurrentPoints"))
-    return _loyalty_event(event, ctx, cid, details)
+    if (balance := number(data.get("programCurrentPoints"))) is not None:
+        details["programCurrentPoints"] = balance
+    return _clean_loyalty_event(event, ctx, cid, details)
 
 
 def points_expiry_reminder_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
+    """Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
     cid = customer_id(event)
     raw = data.get("scheduledExpiryDate")
@@ -214,13 +232,14 @@ def points_expiry_reminder_event(event: CanonicalEvent, ctx: MappingContext) -> 
         raise MappingError(
             kind, "/scheduledExpiryDate", "the expiry date must be a real date (YYYY-MM-DD)"
         )
-    details = event_details(event, cid)
-    details["loyaltyProgramId"] = id_int(data.get("loyaltyProgramId"))
+    details = clean_event_details(event, cid)
+    if (program_id := id_int(data.get("loyaltyProgramId"))) is not None:
+        details["loyaltyProgramId"] = program_id
     details["pointsScheduledForExpiry"] = _required_points(
         data, "pointsScheduledForExpiry", "points scheduled for expiry"
     )
     details["scheduledExpiryDate"] = expiry
-    return _loyalty_event(event, ctx, cid, details)
+    return _clean_loyalty_event(event, ctx, cid, details)
 
 
 def points_expiry_change_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
