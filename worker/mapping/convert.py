@@ -84,8 +84,9 @@ _MINUTES: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM:" (a bounded 
 _MINUTES_MAX: Final = 65_536
 _SECONDS_TEXT: Final = tuple(f"{n:02d}" for n in range(60))
 _MILLIS_TEXT: Final = tuple(f".{n:03d}Z" for n in range(1000))
-_last_ms = -1  # the last instant formatted, and its text: an event formats its createdAt
-_last_text = ""  # for several fields (and again for each target it feeds)
+# The last instant formatted and its text (one tuple: replaced atomically): an event formats
+# its createdAt for several fields, and again for each target it feeds.
+_last: tuple[int, str] = (-1, "")
 
 
 def rfc3339_ms(epoch_ms: int) -> str:
@@ -95,9 +96,10 @@ def rfc3339_ms(epoch_ms: int) -> str:
     Events of a batch are close in time, so the formatted minute is memoised, and so is the
     last instant (pure caches).
     """
-    global _last_ms, _last_text
-    if epoch_ms == _last_ms:
-        return _last_text
+    global _last
+    last = _last
+    if last[0] == epoch_ms:
+        return last[1]
     minutes, millis = divmod(epoch_ms, 60_000)
     prefix = _MINUTES.get(minutes)
     if prefix is None:
@@ -106,8 +108,7 @@ def rfc3339_ms(epoch_ms: int) -> str:
         prefix = _MINUTES[minutes] = time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minutes * 60))
     seconds, millis = divmod(millis, 1000)
     text = prefix + _SECONDS_TEXT[seconds] + _MILLIS_TEXT[millis]
-    _last_ms = epoch_ms
-    _last_text = text
+    _last = (epoch_ms, text)
     return text
 
 
