@@ -137,6 +137,20 @@ def test_rate_ceiling_needs_acceptances_and_is_forgotten_when_quiet() -> None:
     assert rate.value is None
 
 
+def test_rate_ceiling_is_cut_from_itself_when_other_trouble_held_the_rate_down() -> None:
+    rate = AimdRate(window_s=2.0)
+    for i in range(20):
+        rate.accepted(50, 0.1 * i)  # 500/s
+    assert rate.throttled(sent_at=2.0, now=2.0)
+    ceiling = rate.value
+    assert ceiling is not None
+    rate.accepted(10, 5.0)  # 5xx and timeouts: hardly anything accepted lately
+    assert rate.throttled(sent_at=5.0, now=5.0)
+    # Not down to the ~5/s accepted (that would feed on itself): x decrease of the ceiling.
+    # (one second of growth counted: 2 s to 5 s, capped at 1 s per update)
+    assert rate.value == pytest.approx(ceiling * (1 + rate.increase) * rate.decrease, rel=1e-6)
+
+
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 500), st.floats(0.0, 2.0)), max_size=200))
 def test_rate_ceiling_never_below_its_floor(seq: list) -> None:
     rate = AimdRate(minimum=5.0)

@@ -7,13 +7,13 @@ limit is actually used, and shrinks multiplicatively (x ``decrease``) on a conge
 latency. A burst of congestion answers from one moment counts once: only a request *sent after*
 the last decrease can cause the next one (the "one decrease per round trip" rule of TCP).
 
-``AimdRate`` is a ceiling on messages per second, decreased on throttling (429) to ``decrease``
-x the rate AEP was accepting at that moment and raised additively afterwards (``increase`` of
-that level per second); a 429 before anything was accepted sets none, and the ceiling is
-dropped after ``forget_s`` without a 429. The in-flight limit alone cannot find a rate limit
-when answers take a few milliseconds (one request in flight can already exceed it); the rate
-ceiling converges on it with one throttling episode every few seconds instead of a storm of
-429s.
+``AimdRate`` is a ceiling on messages per second, set on throttling (429) to ``decrease`` x
+the rate AEP was accepting then (x the ceiling itself when other trouble held the accepted rate
+below half of it) and raised additively in between (``increase`` of that level per second). A 429
+before anything was accepted sets none; the ceiling is dropped after ``forget_s`` without a
+429. The in-flight limit alone cannot find a rate limit when answers take a few milliseconds
+(one request in flight can already exceed it); the rate ceiling converges on it with one
+throttling episode every few seconds instead of a storm of 429s.
 
 ``TokenBucket`` enforces a rate (messages or requests per second) with a burst of ``burst_s``
 seconds of it. A take larger than the burst is allowed once the bucket is full, driving it into
@@ -153,12 +153,16 @@ class AimdRate:
         if sent_at < self.last_decrease:
             return False
         measured = self.accepted_rate(now)
-        if measured <= 0:
-            if self.value is None:
+        if self.value is None:
+            if measured <= 0:
                 return False  # nothing accepted to learn from: Retry-After and the limit act
-            level = self.value
+            level = measured  # the first: what AEP was taking
+        elif measured >= 0.5 * self.value:
+            level = min(self.value, measured)  # sending near the ceiling: AEP took that much
         else:
-            level = measured if self.value is None else min(self.value, measured)
+            # Held far below the ceiling by other trouble (5xx, timeouts): cut the ceiling, not
+            # down to that rate, which would feed on itself.
+            level = self.value
         if ceiling is not None:
             level = min(level, ceiling)
         self.value = max(self.minimum, level * self.decrease)
