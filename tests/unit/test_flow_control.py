@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -292,3 +294,64 @@ async def test_fixed_concurrency_when_not_adaptive() -> None:
     p = await flow.acquire(1)
     flow.done(p, Signal.CONGESTION, throttled=True)
     assert flow.limit == 3 and flow.rate is None
+
+
+CONFIG = """
+[kafka]
+topics = ["in"]
+[aep]
+org_id = "X@AdobeOrg"
+client_id = "cid"
+client_secret = "s3cr3t-value"
+[[routes]]
+name = "events"
+family = "experience_event"
+inlet_url = "https://dcs.adobedc.net/collection/abc"
+dataset_id = "ds"
+schema_id = "https://ns.adobe.com/capillary/schemas/loyalty-experience-event"
+flow_id = "f"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        ("[rate_budget]\nmessages_per_s = 500\nreserved_messages_per_s = 500\n",
+         "rate_budget.reserved_messages_per_s"),
+        ("[rate_budget]\nrequests_per_s = 10\nreserved_requests_per_s = 20\n",
+         "rate_budget.reserved_requests_per_s"),
+        ("[rate_budget]\nmessages_per_s = 0\n", "rate_budget.messages_per_s"),
+        ("[delivery]\nconcurrency = 40\n", "delivery.max_concurrency"),
+        ("[delivery]\nconcurrency = 2\nmin_concurrency = 3\n", "delivery.min_concurrency"),
+    ],
+)
+def test_bad_flow_settings_name_the_setting(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, extra: str, names: str
+) -> None:
+    from worker.config import ConfigError, load_settings
+
+    for key in list(os.environ):
+        if key.startswith("CAPILLARY_AEP_"):
+            monkeypatch.delenv(key)
+    path = tmp_path / "worker.toml"
+    path.write_text(CONFIG + extra)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert names in str(info.value)
+
+
+def test_flow_defaults_share_the_budget_less_the_reserve(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.config import load_settings
+
+    for key in list(os.environ):
+        if key.startswith("CAPILLARY_AEP_"):
+            monkeypatch.delenv(key)
+    path = tmp_path / "worker.toml"
+    path.write_text(CONFIG)
+    s = load_settings(path)
+    assert s.delivery.adaptive and s.delivery.min_concurrency <= s.delivery.concurrency
+    b = s.rate_budget
+    assert (b.messages_per_s, b.requests_per_s) == (8000, 800)  # below AEP's 10,000 / 1,000
+    assert (b.shared_messages_per_s, b.shared_requests_per_s) == (7500, 750)
