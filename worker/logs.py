@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import orjson
@@ -55,3 +56,10 @@ def configure(level: str = "info", *, json: bool = True) -> None:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def fresh_logger(name: str) -> Callable[[], Any]:
+    """``_log = fresh_logger(__name__)``; ``_log().info(...)``: a new proxy per call, never
+    cached, so ``structlog.testing.capture_logs`` works even after ``configure``
+    (cache_logger_on_first_use) ran in-process."""
+    return partial(structlog.get_logger, name)

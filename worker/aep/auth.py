@@ -31,8 +31,9 @@ from urllib.parse import urlparse
 
 import aiohttp
 import orjson
-import structlog
 from pydantic import SecretStr
+
+from worker.logs import fresh_logger
 
 __all__ = [
     "ImsConfigError",
@@ -43,10 +44,7 @@ __all__ = [
 ]
 
 
-def _log() -> Any:
-    """A fresh proxy per call: never cached, so `structlog.testing.capture_logs` works
-    even after `worker.logs.configure` (cache_logger_on_first_use) ran in-process."""
-    return structlog.get_logger("worker.aep.auth")
+_log = fresh_logger("worker.aep.auth")
 
 
 SecretSource = SecretStr | Callable[[], str | SecretStr | None]

@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import structlog
 
 from worker.aep.auth import ImsConfigError, ImsUnavailable, TokenProvider
 from worker.aep.responses import DcsResponse, Transport
+from worker.logs import fresh_logger
 
 __all__ = [
     "DcsClient",
@@ -32,10 +32,7 @@ __all__ = [
 ]
 
 
-def _log() -> Any:
-    """A fresh proxy per call: never cached, so `structlog.testing.capture_logs` works
-    even after `worker.logs.configure` (cache_logger_on_first_use) ran in-process."""
-    return structlog.get_logger("worker.aep.client")
+_log = fresh_logger("worker.aep.client")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,13 +40,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-import structlog
-
 from worker.aep.client import inlet_id
 from worker.aep.concurrency import Signal
 from worker.aep.flow import FlowControl, Permit
 from worker.aep.responses import DcsResponse, ItemKind, Kind, Outcome, Transport, classify
 from worker.batching import Batch
+from worker.logs import fresh_logger
 
 __all__ = [
     "DcsTransport",
@@ -57,10 +56,7 @@ __all__ = [
 ]
 
 
-def _log() -> Any:
-    """A fresh proxy per call: never cached, so `structlog.testing.capture_logs` works
-    even after `worker.logs.configure` (cache_logger_on_first_use) ran in-process."""
-    return structlog.get_logger("worker.aep.delivery")
+_log = fresh_logger("worker.aep.delivery")
 
 
 T = TypeVar("T")

@@ -19,17 +19,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import structlog
 
 from worker.aep.concurrency import AimdLimit, AimdRate, Signal, TokenBucket
+from worker.logs import fresh_logger
 
 __all__ = ["FlowControl", "Permit", "share_of"]
 
 
-def _log() -> Any:
-    return structlog.get_logger("worker.aep.flow")
+_log = fresh_logger("worker.aep.flow")
 
 
 def share_of(assigned: int, total: int) -> float:
