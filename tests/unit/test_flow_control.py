@@ -105,7 +105,7 @@ def test_aimd_limit_rejects_bad_bounds() -> None:
 
 
 def test_rate_ceiling_learns_from_throttling_and_grows_back() -> None:
-    rate = AimdRate(window_s=2.0)
+    rate = AimdRate(window_s=2.0, min_share=0.0, min_count=1)
     now = 0.0
     for _ in range(20):  # 100 messages every 0.1 s: 1,000/s accepted
         now += 0.1
@@ -126,7 +126,7 @@ def test_rate_ceiling_learns_from_throttling_and_grows_back() -> None:
 
 
 def test_rate_ceiling_needs_acceptances_and_is_forgotten_when_quiet() -> None:
-    rate = AimdRate(window_s=2.0, forget_s=30.0)
+    rate = AimdRate(window_s=2.0, forget_s=30.0, min_share=0.0, min_count=1)
     # 429s before anything was accepted say nothing about the rate AEP takes.
     assert not rate.throttled(sent_at=0.0, now=0.1)
     assert rate.value is None
@@ -140,7 +140,7 @@ def test_rate_ceiling_needs_acceptances_and_is_forgotten_when_quiet() -> None:
 
 
 def test_rate_ceiling_is_cut_from_itself_when_other_trouble_held_the_rate_down() -> None:
-    rate = AimdRate(window_s=2.0)
+    rate = AimdRate(window_s=2.0, min_share=0.0, min_count=1)
     for i in range(20):
         rate.accepted(50, 0.1 * i)  # 500/s
     assert rate.throttled(sent_at=2.0, now=2.0)
@@ -151,6 +151,28 @@ def test_rate_ceiling_is_cut_from_itself_when_other_trouble_held_the_rate_down()
     # Not down to the ~5/s accepted (that would feed on itself): x decrease of the ceiling.
     # (one second of growth counted: 2 s to 5 s, capped at 1 s per update)
     assert rate.value == pytest.approx(ceiling * (1 + rate.increase) * rate.decrease, rel=1e-6)
+
+
+def test_scattered_429s_are_no_limit_to_learn() -> None:
+    """3% of answers throttled at random (no rate limit behind them): the ceiling stays unset;
+    a limit refusing a fifth of the requests sets it at the first 429 of that burst."""
+    rate = AimdRate(evidence_s=5.0, min_share=0.05)
+    now = 0.0
+    for i in range(1000):  # 50 answers/s of 20 messages, every 33rd a 429
+        now += 0.02
+        if i % 33 == 32:
+            assert not rate.throttled(sent_at=now - 0.01, now=now)
+        else:
+            rate.accepted(20, now)
+    assert rate.value is None
+    assert rate.throttled_share() < 0.05
+    for i in range(40):  # over the limit: every 5th request refused
+        now += 0.02
+        if i % 5 == 4:
+            rate.throttled(sent_at=now - 0.01, now=now)
+        else:
+            rate.accepted(20, now)
+    assert rate.value is not None
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 500), st.floats(0.0, 2.0)), max_size=200))
@@ -274,19 +296,20 @@ async def test_throttling_lowers_the_enforced_rate_and_the_limit() -> None:
     flow = FlowControl(concurrency=8, messages_per_s=10_000.0, requests_per_s=1000.0, clock=clock)
     flow.set_share(1, 1)
     clock.now += 1.0
-    for _ in range(20):
+    for _ in range(10):  # the 429s below are then 3 in 13 answers: a limit, not noise
         clock.now += 0.1
         p = await flow.acquire(30)
         clock.now += 0.01
         flow.done(p, Signal.SUCCESS, accepted=30)
     assert flow.messages_rate == pytest.approx(10_000.0)
     limit = flow.limit
-    p = await flow.acquire(30)
+    permits = [await flow.acquire(30) for _ in range(3)]
     clock.now += 0.01
-    flow.done(p, Signal.CONGESTION, throttled=True)
+    for p in permits:
+        flow.done(p, Signal.CONGESTION, throttled=True)
     assert flow.limit < limit
     assert flow.messages_rate is not None and flow.messages_rate < 400  # ~300/s accepted
-    assert flow.throttled == 1
+    assert flow.throttled == 3
 
 
 async def test_fixed_concurrency_when_not_adaptive() -> None:

@@ -7,7 +7,8 @@ limit is actually used, and shrinks multiplicatively (x ``decrease``) on a conge
 latency. A burst of congestion answers from one moment counts once: only a request *sent after*
 the last decrease can cause the next one (the "one decrease per round trip" rule of TCP).
 
-``AimdRate`` is a ceiling on messages per second, set on throttling (429) to ``decrease`` x
+``AimdRate`` is a ceiling on messages per second, set on throttling (429s at least
+``min_share`` of the recent answers) to ``decrease`` x
 the rate AEP was accepting then (x the ceiling itself when other trouble held the accepted rate
 below half of it) and raised additively in between (``increase`` of that level per second). A 429
 before anything was accepted sets none; the ceiling is dropped after ``forget_s`` without a
@@ -107,6 +108,13 @@ class AimdRate:
     """The accepted rate at a 429 is measured over this past window."""
     forget_s: float = 30.0
     """No 429 for this long: the ceiling is dropped (demand may have been low when it was set)."""
+    evidence_s: float = 5.0
+    min_share: float = 0.05
+    min_count: int = 3
+    """A 429 lowers the ceiling only when 429s are at least ``min_count`` and ``min_share`` of
+    the answers (2xx and 429) over the past ``evidence_s``: a rate limit refuses what goes
+    over it, while a few scattered 429s (a proxy, a brief hiccup) are no limit to learn, and
+    cutting on each would spiral the rate down as random loss does TCP's."""
     value: float | None = field(default=None, init=False)
     last_decrease: float = field(default=-math.inf, init=False)
     _step: float = field(default=0.0, init=False)
@@ -114,10 +122,26 @@ class AimdRate:
     _accepted: deque[tuple[float, int]] = field(default_factory=deque, init=False)
     _accepted_sum: int = field(default=0, init=False)
     _started: float | None = field(default=None, init=False)
+    _answers: deque[tuple[float, bool]] = field(default_factory=deque, init=False)
+    _answers_429: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.minimum <= 0 or not 0 < self.decrease < 1 or self.increase <= 0:
             raise ValueError("AimdRate: need minimum > 0, 0 < decrease < 1, increase > 0")
+        if not 0 <= self.min_share <= 1 or self.evidence_s <= 0:
+            raise ValueError("AimdRate: need 0 <= min_share <= 1 and evidence_s > 0")
+
+    def _answer(self, now: float, throttled: bool) -> None:
+        answers = self._answers
+        answers.append((now, throttled))
+        self._answers_429 += throttled
+        horizon = now - self.evidence_s
+        while answers and answers[0][0] < horizon:
+            self._answers_429 -= answers.popleft()[1]
+
+    def throttled_share(self) -> float:
+        """429s among the answers of the past ``evidence_s`` (as of the last answer)."""
+        return self._answers_429 / len(self._answers) if self._answers else 0.0
 
     def _trim(self, now: float) -> None:
         horizon = now - self.window_s
@@ -139,6 +163,7 @@ class AimdRate:
                 self._started = now
             self._accepted.append((now, n))
             self._accepted_sum += n
+            self._answer(now, False)
         self._trim(now)
         if self.value is not None and now - self.last_decrease > self.forget_s:
             self.value = None
@@ -150,7 +175,12 @@ class AimdRate:
     def throttled(self, *, sent_at: float, now: float, ceiling: float | None = None) -> bool:
         """A 429 for a request sent at ``sent_at``; True when the ceiling went down.
         ``ceiling`` is the rate enforced anyway (the budget share), if any."""
-        if sent_at < self.last_decrease:
+        self._answer(now, True)
+        if (
+            sent_at < self.last_decrease
+            or self._answers_429 < self.min_count
+            or self.throttled_share() < self.min_share
+        ):
             return False
         measured = self.accepted_rate(now)
         if self.value is None:
