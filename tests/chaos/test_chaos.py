@@ -406,6 +406,9 @@ def test_graceful_stop_under_load(scenario: NewScenario, sandbox: Any, sizes: Si
     settings = s.settings(
         shutdown={"drain_timeout_s": drain_s, "revoke_drain_timeout_s": 2},
         batching={"max_messages": 50, "linger_s": 0.05},
+        # A fixed in-flight limit: adaptive concurrency would grow until the (rate-budget
+        # bounded) work in flight drains within the deadline, and nothing would be cut short.
+        delivery={"adaptive": False, "concurrency": 4},
     )
     worker = s.start(settings, "worker")
     wait_for(lambda: accepted_count(sandbox) >= len(s.ledger) // 5, 90, "full throughput")
