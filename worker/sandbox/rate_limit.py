@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.aep.concurrency import TokenBucket
+
 __all__ = ["RateLimitSettings", "SandboxRateLimit"]
 
 _WINDOWS_KEPT = 900  # seconds of per-second counters
@@ -37,21 +39,6 @@ class RateLimitSettings:
 
 
 @dataclass(slots=True)
-class _Bucket:
-    rate: float
-    capacity: float
-    tokens: float
-    updated: float
-
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + max(now - self.updated, 0.0) * self.rate)
-        self.updated = now
-
-    def wait_s(self, n: float) -> float:
-        return 0.0 if self.tokens + 1e-9 >= n else (n - self.tokens) / self.rate
-
-
-@dataclass(slots=True)
 class _Window:
     requests: int = 0
     messages: int = 0
@@ -64,7 +51,7 @@ class SandboxRateLimit:
     settings: RateLimitSettings = field(default_factory=RateLimitSettings)
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
-    _buckets: list[tuple[_Bucket, bool]] = field(default_factory=list)  # (bucket, per message)
+    _buckets: list[tuple[TokenBucket, bool]] = field(default_factory=list)  # (bucket, per message)
     _windows: OrderedDict[int, _Window] = field(default_factory=OrderedDict)
     _totals: _Window = field(default_factory=_Window)
 
@@ -80,8 +67,9 @@ class SandboxRateLimit:
             (settings.messages_per_s, True), (settings.requests_per_s, False)
         ):
             if rate > 0:
-                cap = max(rate * settings.burst_s, 1.0)
-                self._buckets.append((_Bucket(rate, cap, cap, now), per_message))
+                bucket = TokenBucket(rate, settings.burst_s, updated=now)
+                bucket.tokens = bucket.capacity
+                self._buckets.append((bucket, per_message))
 
     def clear(self) -> None:
         self._windows.clear()
@@ -95,16 +83,14 @@ class SandboxRateLimit:
             now = self.clock()
             wait = 0.0
             for bucket, per_message in self._buckets:
-                bucket.refill(now)
-                need = min(float(messages) if per_message else 1.0, bucket.capacity)
-                wait = max(wait, bucket.wait_s(need))
+                wait = max(wait, bucket.wait_s(messages if per_message else 1, now) or 0.0)
             if wait > 0:
                 for w in (window, self._totals):
                     w.throttled_requests += 1
                     w.throttled_messages += messages
                 return str(max(1, math.ceil(wait)))
             for bucket, per_message in self._buckets:
-                bucket.tokens -= float(messages) if per_message else 1.0
+                bucket.take(messages if per_message else 1, now)
         for w in (window, self._totals):
             w.requests += 1
             w.messages += messages
