@@ -17,7 +17,6 @@ fatal error); delivery reports reach the loop in one call per poll, not one per 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,6 +28,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 from worker.config import ConfigError, KafkaSettings, ReceiptSettings, Settings
 from worker.dlq_producer import DeadLetterProducer, _Entry
 from worker.logs import get_logger
+from worker.mapping import xdm_id_of
 
 log = get_logger(__name__)
 
@@ -45,7 +45,7 @@ FIELDS = (
 
 def receipt_id(org_id: int, event: str, event_id: str, target: str) -> str:
     """The XDM ``_id`` the worker sent (``worker.mapping.xdm_id``, SPEC 2.5)."""
-    return hashlib.sha256(f"{org_id}|{event}|{event_id}|{target}".encode()).hexdigest()
+    return xdm_id_of(org_id, event, event_id, target)
 
 
 def encode(

@@ -73,14 +73,19 @@ def xdm_id(event: CanonicalEvent, target: str) -> str:
     out to two targets gets two different ones. The hash of the ``"{orgId}|{eventName}|"``
     prefix is kept per organisation and event name and copied (a pure cache).
     """
-    key = (event.org_id, event.name)
+    return xdm_id_of(event.org_id, event.name, event.event_id, target)
+
+
+def xdm_id_of(org_id: int, name: str, event_id: str, target: str) -> str:
+    """:func:`xdm_id` from its parts (delivery receipts have no event object)."""
+    key = (org_id, name)
     prefix = _ID_PREFIXES.get(key)
     if prefix is None:
         if len(_ID_PREFIXES) >= _ID_PREFIXES_MAX:
             _ID_PREFIXES.clear()
-        prefix = _ID_PREFIXES[key] = hashlib.sha256(f"{event.org_id}|{event.name}|".encode())
+        prefix = _ID_PREFIXES[key] = hashlib.sha256(f"{org_id}|{name}|".encode())
     digest = prefix.copy()
-    digest.update(f"{event.event_id}|{target}".encode())
+    digest.update(f"{event_id}|{target}".encode())
     return str(digest.hexdigest())
 
 
