@@ -285,7 +285,9 @@ class MappingSettings(_Model):
     source_timezone: str = "UTC"
     tier_names: dict[int, str] = Field(default_factory=dict)
     max_future_skew_s: float = Field(
-        default=300, ge=0, le=86_400, description="event timestamps beyond now + this are clamped"
+        default=300, ge=0, le=86_400,
+        description="event timestamps beyond the Kafka record's timestamp (else now) + this "
+        "are clamped",
     )
 
     @field_validator(

@@ -195,6 +195,7 @@ class Pipeline:
         last_tp: TP | None = None
         generation: int | None = None
         ctx = self.ctx
+        clamps = ctx.clamps
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -261,6 +262,7 @@ class Pipeline:
                 continue
             tracker.add(tp, offset, generation, len(targets))
             valid = True
+            clamps.record = msg  # a future createdAt is clamped to its timestamp
             for target in targets:
                 part = Part(
                     tp, offset, generation, msg, event.name, target.name, len(value),
@@ -282,7 +284,8 @@ class Pipeline:
                 self.guard.valid()
         for topic, n in consumed.items():
             self.metrics.consumed.labels(topic).inc(n)
-        clamped = self.ctx.clamps.take()
+        clamps.record = None
+        clamped = clamps.take()
         if clamped:
             self.metrics.timestamps_clamped.inc(clamped)
         self._taken_at = None

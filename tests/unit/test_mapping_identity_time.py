@@ -233,6 +233,36 @@ def test_created_at_in_the_future_is_clamped_to_now() -> None:
     assert context.clamps.take() == 0
 
 
+class _Record:
+    """A Kafka message's ``timestamp()``: (type, epoch ms); type 0 is "not available"."""
+
+    def __init__(self, ts_type: int, ts: int) -> None:
+        self._ts = (ts_type, ts)
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._ts
+
+
+def test_created_at_in_the_future_is_clamped_to_the_kafka_timestamp_whatever_the_clock() -> None:
+    """A redelivery maps the same bytes: the record's timestamp travels with it, "now" does not."""
+    appended = int(NOW_S * 1000) - 5_000
+    future = changed(load("tierRenewed", "wrapped.json"), created_at_ms=int(NOW_S * 1000) + 3_600_000)
+    stamps = []
+    for later_s in (0, 60, 86_400):  # first delivery, a minute later, a day later
+        context = ctx(max_future_skew_ms=0, clock=lambda later_s=later_s: NOW_S + later_s)
+        context.clamps.record = _Record(1, appended)
+        stamps.append(build_entity(future, "experience_event", "t", context)["timestamp"])
+        assert context.clamps.take() == 1
+    assert stamps == [rfc3339_ms(appended)] * 3
+    # No usable timestamp on the record (not available, or itself ahead): now, as before.
+    for record in (_Record(0, -1), _Record(1, int(NOW_S * 1000) + 3_600_000)):
+        context = ctx(max_future_skew_ms=0)
+        context.clamps.record = record
+        assert build_entity(future, "experience_event", "t", context)["timestamp"] == (
+            "2030-03-17T17:46:40.000Z"  # NOW_S
+        )
+
+
 def test_past_events_map_identically_whatever_the_clock() -> None:
     event = load("promotionEarned", "flat.json")
     early = build_entity(event, "experience_event", "t", ctx(clock=lambda: 1_730_000_000.0))

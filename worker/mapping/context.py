@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker.events import CanonicalEvent
@@ -41,17 +41,25 @@ class IdentitySlot:
     hashed: bool
 
 
-class ClampCounter:
-    """How many ExperienceEvent timestamps were clamped because they lay in the future.
+class Timestamped(Protocol):
+    def timestamp(self) -> tuple[int, int]: ...  # a Kafka Message: (type, epoch ms)
 
-    Mutable on purpose (the context is otherwise frozen): the pipeline ``take()``s the count
-    after each consumed batch and adds it to a metric. Not thread-safe; one pipeline, one loop.
+
+class ClampCounter:
+    """How many ExperienceEvent timestamps were clamped because they lay in the future, and
+    the Kafka record being mapped (whose timestamp is the clamp's last resort).
+
+    Mutable on purpose (the context is otherwise frozen): the pipeline sets ``record`` before
+    mapping each record and ``take()``s the count after each consumed batch for a metric. The
+    record's timestamp is read only when a clamp needs it. Not thread-safe; one pipeline, one
+    loop.
     """
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "record")
 
     def __init__(self) -> None:
         self.count = 0
+        self.record: Timestamped | None = None
 
     def take(self) -> int:
         taken, self.count = self.count, 0

@@ -175,19 +175,26 @@ def required_instant_ms(value: Any, ctx: MappingContext, path: str) -> int:
 def event_timestamp(business_ms: int, created_ms: int, ctx: MappingContext) -> str:
     """An ExperienceEvent ``timestamp``: the business time, unless it lies in the future.
 
-    AEP wants timestamps in the past. A business time later than now + ``max_future_skew_ms``
-    (a device clock, a wrong time zone) is clamped to Capillary's ``createdAt`` (deterministic:
-    a replay gives the same bytes); when ``createdAt`` itself is that far ahead, to now. Each
-    clamp is counted in ``ctx.clamps`` for the pipeline's metric. The clock is read for the
-    comparison only: an event in the past maps the same on any replica at any time.
+    AEP wants timestamps in the past. "The future" is measured from the Kafka record's
+    timestamp when the pipeline set one (``ctx.clamps.record``; never later than now), else
+    from now: so a redelivery or a replay, any time later, maps the record the same way. A
+    business time later than that + ``max_future_skew_ms`` (a device clock, a wrong time zone)
+    is clamped to Capillary's ``createdAt``; when ``createdAt`` itself is that far ahead, to
+    the reference instant. Each clamp is counted in ``ctx.clamps`` for the pipeline's metric.
     """
-    limit = int(ctx.clock() * 1000) + ctx.max_future_skew_ms
+    now_ms = ref_ms = int(ctx.clock() * 1000)
+    record = ctx.clamps.record
+    if record is not None:
+        ts_type, ts = record.timestamp()
+        if ts_type != 0 and 0 < ts < now_ms:  # type 0: TIMESTAMP_NOT_AVAILABLE
+            ref_ms = ts
+    limit = ref_ms + ctx.max_future_skew_ms
     if business_ms <= limit:
         return rfc3339_ms(business_ms)
     ctx.clamps.count += 1
     if created_ms <= limit:
         return rfc3339_ms(created_ms)
-    return rfc3339_ms(int(ctx.clock() * 1000))
+    return rfc3339_ms(ref_ms)
 
 
 def business_timestamp(event: CanonicalEvent, ctx: MappingContext) -> str:
