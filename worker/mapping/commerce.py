@@ -83,6 +83,20 @@ def _store_code(data: dict[str, Any]) -> str | None:
     return text(obj(obj(data.get("enteredBy")).get("store")).get("code"))
 
 
+def _commerce(
+    data: dict[str, Any], bill_number: str, code: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``commerce`` with its ``order`` (returned too, for the caller to complete)."""
+    order: dict[str, Any] = {"purchaseID": bill_number}
+    if code is not None:
+        order["currencyCode"] = code
+    commerce: dict[str, Any] = {"order": order}
+    store_code = _store_code(data)
+    if store_code is not None:
+        commerce["commerceScope"] = {"storeCode": store_code}
+    return commerce, order
+
+
 def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, Any]:
     """Built without empty values (a :class:`Clean` entity: no pruning pass)."""
     data = event.data
@@ -99,13 +113,7 @@ def transaction_event(event: CanonicalEvent, ctx: MappingContext) -> dict[str, A
     details["billNumber"] = bill_number
     details["billType"] = bill_type
 
-    order: dict[str, Any] = {"purchaseID": bill_number}
-    if code is not None:
-        order["currencyCode"] = code
-    commerce: dict[str, Any] = {"order": order}
-    store_code = _store_code(data)
-    if store_code is not None:
-        commerce["commerceScope"] = {"storeCode": store_code}
+    commerce, order = _commerce(data, bill_number, code)
     if bill_type in RETURN_BILL_TYPES:
         event_type = RETURN
         refund: dict[str, Any] = {}
@@ -150,13 +158,7 @@ def transaction_updated_event(event: CanonicalEvent, ctx: MappingContext) -> dic
     if (entered := instant(data.get("enteredAt"), ctx)) is not None:
         details["billEnteredAt"] = entered
     code = currency(data.get("currencyCode"))
-    order: dict[str, Any] = {"purchaseID": bill_number}
-    if code is not None:
-        order["currencyCode"] = code
-    commerce: dict[str, Any] = {"order": order}
-    store_code = _store_code(data)
-    if store_code is not None:
-        commerce["commerceScope"] = {"storeCode": store_code}
+    commerce, _ = _commerce(data, bill_number, code)
     return Clean(
         {
             "timestamp": event_timestamp(event.created_at_ms, event.created_at_ms, ctx),
