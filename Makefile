@@ -8,8 +8,10 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 KAFKA := $(UV) run python deploy/local/kafka/broker.py
 PYTEST_ARGS ?=
+# What `make test-compiled` runs: everything that exercises the compiled modules' behaviour.
+COMPILED_TESTS ?= tests/unit tests/integration/test_worker_happy.py tests/integration/test_routing_e2e.py tests/integration/test_delivery.py
 
-.PHONY: help setup run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean bench chaos
+.PHONY: help setup compiled test-compiled run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean bench chaos
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -31,7 +33,13 @@ unit: ## unit tests only (no broker)
 integration: setup ## integration tests only
 	$(UV) run pytest tests/integration $(PYTEST_ARGS)
 
-bench: setup ## the worker's benchmark (~10 min): CPU per event, floor, scaling, memory, latency
+compiled: setup ## compile the per-record modules with mypyc into .cache/compiled (needs a C compiler)
+	$(UV) run --frozen --group compile python deploy/mypyc/build.py
+
+test-compiled: compiled ## the unit tests and the pipeline's integration tests against the compiled build
+	CAPAEP_COMPILED_TREE=.cache/compiled $(UV) run --frozen --group compile pytest $(COMPILED_TESTS) $(PYTEST_ARGS)
+
+bench: compiled ## the worker's benchmark (~12 min): CPU per event, floor, scaling, memory, latency
 	$(UV) run python -m tests.benchmarks.bench_worker $(BENCH_ARGS)
 
 CHAOS_REPORT ?= .cache/chaos-report.md

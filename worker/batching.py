@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 __all__ = ["BODY_OVERHEAD", "Batch", "Batcher", "MessageTooLarge"]
@@ -43,15 +42,25 @@ def _body_size(payloads: list[bytes]) -> int:
     return BODY_OVERHEAD + sum(map(len, payloads)) + (n - 1 if n else 0)
 
 
-@dataclass(slots=True)
 class Batch(Generic[T]):
     """Messages for one target: caller tags (`items`) parallel to serialised `payloads`."""
 
-    key: str
-    items: list[T]
-    payloads: list[bytes]
-    nbytes: int  # exact len(body())
-    created_at: float  # clock time of the first add
+    # A plain slotted class, not a dataclass: mypyc cannot compile a generic slotted
+    # dataclass (mypyc#827), and this one is on the per-record path.
+    __slots__ = ("created_at", "items", "key", "nbytes", "payloads")
+
+    def __init__(
+        self, key: str, items: list[T], payloads: list[bytes], nbytes: int, created_at: float
+    ) -> None:
+        self.key = key
+        self.items = items
+        self.payloads = payloads
+        self.nbytes = nbytes  # exact len(body())
+        self.created_at = created_at  # clock time of the first add
+
+    def __repr__(self) -> str:
+        return (f"Batch(key={self.key!r}, messages={len(self.payloads)}, nbytes={self.nbytes}, "
+                f"created_at={self.created_at})")  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.payloads)

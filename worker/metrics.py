@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from worker import __version__
+from worker.compiled import build_kind
 
 TP = tuple[str, int]
 
@@ -165,8 +166,11 @@ class _LatencyHistogram(Collector):
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.info = Gauge("capaep_worker_info", "Worker version", ["version"], registry=r)
-        self.info.labels(__version__).set(1)
+        self.info = Gauge(
+            "capaep_worker_info", "Worker version, and build: mypyc (compiled hot path) or python",
+            ["version", "build"], registry=r,
+        )
+        self.info.labels(__version__, build_kind()).set(1)
         # -- records --------------------------------------------------------------------------
         self.consumed = Counter(
             "capaep_records_consumed", "Records consumed", ["topic"], registry=r

@@ -15,6 +15,7 @@ from typing import Any
 from worker.aep.client import HttpSettings
 from worker.aep.delivery import Deliverer, DeliveryPolicy
 from worker.aep.flow import FlowControl
+from worker.compiled import build_kind
 from worker.config import ConfigError, Settings
 from worker.connections import AepConnections
 from worker.dlq_producer import (
@@ -234,6 +235,7 @@ async def run_worker(
             group=settings.kafka.group_id,
             targets=sorted(targets),
             events=routes.event_names(),
+            build=build_kind(),
         )
         try:
             await pipeline.run()

@@ -42,6 +42,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from deploy.mypyc.build import DEFAULT_DEST
+from deploy.mypyc.build import up_to_date as compiled_up_to_date
 from tests.benchmarks.backlog import SamplePool, create_topics, produce_backlog, produce_paced
 from tests.benchmarks.procs import (
     ROOT,
@@ -60,6 +62,7 @@ from worker.config import BatchSettings
 EE = "https://ns.adobe.com/capillary/schemas/loyalty-experience-event"
 PROFILE = "https://ns.adobe.com/capillary/schemas/loyalty-profile"
 RESULTS = Path(__file__).resolve().parent / "results"
+COMPILED_TREE = DEFAULT_DEST
 SAMPLE_S = 0.1
 TARGET_US = 25.0
 TARGET_FLOOR_RATIO = 4.0
@@ -99,8 +102,14 @@ def worker_settings(
     return settings
 
 
-def worker_env(settings: dict[str, Any]) -> dict[str, str]:
+def worker_env(settings: dict[str, Any], tree: Path | None = None) -> dict[str, str]:
+    """The child's environment: ``settings`` as CAPILLARY_AEP_* variables; with ``tree`` (the
+    mypyc-compiled copy, deploy/mypyc/build.py) the worker is imported from there."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPILLARY_AEP_")}
+    env.pop("PYTHONPATH", None)
+    if tree is not None:
+        env["PYTHONPATH"] = f"{tree}{os.pathsep}{ROOT}"
+        env["PYTHONSAFEPATH"] = "1"  # the working directory's sources must not come first
     for section, values in settings.items():
         text = values if isinstance(values, str) else orjson.dumps(values).decode()
         env[f"CAPILLARY_AEP_{section.upper()}"] = text
@@ -155,11 +164,14 @@ class Tick:
 class WorkerRun:
     """One ``capillary-aep run`` child and its own CPU over time."""
 
-    def __init__(self, name: str, workdir: Path, settings: dict[str, Any], *args: str) -> None:
+    def __init__(
+        self, name: str, workdir: Path, settings: dict[str, Any], *args: str,
+        tree: Path | None = None,
+    ) -> None:
         self.port = settings["health"]["port"]
         self.stdout = workdir / f"{name}.summary.json"
         self.child = Child(
-            python("-m", "worker", "run", *args), env=worker_env(settings),
+            python("-m", "worker", "run", *args), env=worker_env(settings, tree),
             log_path=workdir / f"{name}.log", stdout_path=self.stdout,
         )  # fmt: skip
         self.ticks: list[Tick] = []
@@ -228,6 +240,9 @@ class Bench:
         self.runs = 0
         self.next_n = 0  # records produced so far: every record of the bench gets its own eventId
         self.suffix = time.strftime("%H%M%S")
+        # The build the worker runs as: the mypyc-compiled copy (as in the container image) or
+        # the sources (--build python).
+        self.tree: Path | None = COMPILED_TREE if args.build == "compiled" else None
 
     # -- set-up --
 
@@ -268,10 +283,13 @@ class Bench:
     # -- 1-3: drain a backlog --
 
     def drain(
-        self, what: str, partitions: int, records: int, profile: Path | None = None
+        self, what: str, partitions: int, records: int, profile: Path | None = None,
+        build: str | None = None,
     ) -> dict[str, Any]:
         assert self.sandbox is not None
-        log(f"[{what}] backlog of {records:,} records, {partitions} partitions")
+        build = build or self.args.build
+        tree = COMPILED_TREE if build == "compiled" else None
+        log(f"[{what}] backlog of {records:,} records, {partitions} partitions, {build} build")
         topic, dlq, group, produced = self.backlog(what, partitions, records)
         props = dict(p.split("=", 1) for p in self.args.kafka_property)
         settings = worker_settings(
@@ -282,7 +300,8 @@ class Bench:
         sandbox_cpu = self.sandbox.cpu_s()
         load = Load()
         progress = Progress(self.bootstrap, group, topic, self.sandbox)
-        run = WorkerRun(what, self.workdir, settings, "--exit-when-drained", "--summary")
+        run = WorkerRun(what, self.workdir, settings, "--exit-when-drained", "--summary",
+                        tree=tree)
         first = run.wait_ready()
         spy = None
         if profile is not None:
@@ -313,6 +332,7 @@ class Bench:
         out = {
             "records": records,
             "partitions": partitions,
+            "build": build,
             "produced": produced,
             "worker": {
                 "cpu_s": round(cpu, 3),
@@ -419,7 +439,7 @@ class Bench:
             settings = worker_settings(self.bootstrap, sandbox.url, topic, group, dlq,
                                        free_port())  # fmt: skip
             progress = Progress(self.bootstrap, group, topic, sandbox)
-            run = WorkerRun("latency", self.workdir, settings)
+            run = WorkerRun("latency", self.workdir, settings, tree=self.tree)
             run.wait_ready()
             # warm-up: first requests, token, connections (not measured)
             warm = int(rate * 2)
@@ -594,6 +614,9 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     if "floor" in r:
         ratio = r["floor_ratio"]
         rows.append(("worker CPU ≤ 4x the floor", f"{ratio}x", ratio <= TARGET_FLOOR_RATIO))
+    if "main_python" in r:
+        py = r["main_python"]["worker"]["cpu_us_per_event"]
+        rows.append(("(the sources, not compiled: CPU per event)", f"{py} µs", None))
     if "memory" in r:
         big, small = r["memory"]["worker"]["peak_rss_mb"], main["peak_rss_mb"]
         rows.append(("peak RSS ≤ 300 MB draining 1,000,000", f"{big} MB", big <= TARGET_RSS_MB))
@@ -643,12 +666,19 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
                         help="librdkafka setting for the worker (kafka.properties)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    parser.add_argument("--build", choices=("compiled", "python"), default="compiled",
+                        help="the worker as the image runs it (mypyc-compiled hot modules, "
+                             "`make compiled`) or from the sources; the main drain is also "
+                             "run with the sources for comparison (skip: python)")  # fmt: skip
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
         args.records, args.big, args.live_seconds = 20_000, 0, 5.0
         args.scaling_records = args.records
         args.pool = min(args.pool, 5000)
     skip = set(filter(None, args.skip.split(",")))
+    if args.build == "compiled" and not compiled_up_to_date(COMPILED_TREE):
+        parser.error(f"no up-to-date compiled build in {COMPILED_TREE}: run `make compiled` "
+                     "(or pass --build python)")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -665,6 +695,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                            "mean_bytes": round(bench.pool.stats.mean_bytes)}  # fmt: skip
         main_run = bench.drain("main", 4, args.records)
         results["main"] = main_run
+        if args.build == "compiled" and "python" not in skip:
+            results["main_python"] = bench.drain("main-python", 4, args.records, build="python")
         if "floor" not in skip:
             results["floor"] = bench.floor(main_run["topic"], args.records)
             results["floor_ratio"] = round(
@@ -702,7 +734,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     ]
     log("\ntargets:")
     for t, m, ok in verdicts(results):
-        log(f"  {'MET ' if ok else 'MISS'}  {t:<55} {m}")
+        log(f"  {'    ' if ok is None else 'MET ' if ok else 'MISS'}  {t:<55} {m}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     log(f"saved {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "

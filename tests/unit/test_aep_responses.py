@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from worker.aep.delivery import Deliverer, DeliveryPolicy, InletHealth
@@ -290,6 +290,7 @@ _entry = st.one_of(
 )
 
 
+@example(status=200, entries=[{"statusCode": "²"}], n=1, junk=False)  # isdigit(), not int()
 @given(
     status=st.integers(100, 599),
     entries=st.lists(_entry, max_size=8),

@@ -198,7 +198,7 @@ def _status_of(v: Any) -> int | None:
         return int(v)
     if isinstance(v, str):
         s = v.strip()
-        if s.isdigit():
+        if s.isascii() and s.isdigit():  # "²".isdigit() is True, and int("²") raises
             return int(s)
     return None
 
