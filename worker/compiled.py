@@ -37,6 +37,8 @@ HOT_MODULES: Final[tuple[str, ...]] = (
     "worker.dlq_guard",
     "worker.batching",
     "worker.offsets",
+    "worker.accepted_store",
+    "worker.aep.delivery",
 )
 
 

@@ -13,7 +13,6 @@ the loop thread (a bisect and a few increments) and exported at scrape time.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 
@@ -28,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from worker import __version__
+from worker.accepted_store import AcceptedStore
 from worker.compiled import build_kind
 
 TP = tuple[str, int]
@@ -75,49 +75,8 @@ class _TokenCollector(Collector):
         )
 
 
-class _Accepted:
-    """Per (event, target): records accepted, and latency bucket counts for both clocks."""
-
-    __slots__ = ("appended", "appended_sum", "count", "created", "created_sum")
-
-    def __init__(self, n_buckets: int) -> None:
-        self.count = 0
-        self.created = [0] * (n_buckets + 1)  # the last one is +Inf
-        self.created_sum = 0.0
-        self.appended = [0] * (n_buckets + 1)
-        self.appended_sum = 0.0
-
-
-class _AcceptedStore:
-    """Written on the loop thread only; read by the scrape thread from atomic copies."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.bounds = tuple(float(b) for b in buckets)
-        self.series: dict[tuple[str, str], _Accepted] = {}
-
-    def add(
-        self, event: str, target: str, now_s: float, created_ms: int | None,
-        appended_ms: int | None,
-    ) -> None:
-        s = self.series.get((event, target))
-        if s is None:
-            s = self.series[(event, target)] = _Accepted(len(self.bounds))
-        s.count += 1
-        if created_ms is not None:
-            age = max(now_s - created_ms / 1000, 0.0)
-            s.created[bisect_left(self.bounds, age)] += 1  # first bound >= age: "le"
-            s.created_sum += age
-        if appended_ms is not None:
-            age = max(now_s - appended_ms / 1000, 0.0)
-            s.appended[bisect_left(self.bounds, age)] += 1
-            s.appended_sum += age
-
-    def snapshot(self) -> list[tuple[tuple[str, str], _Accepted]]:
-        return list(self.series.items())  # one C-level copy: safe against a concurrent insert
-
-
 class _DeliveredCounter(Collector):
-    def __init__(self, store: _AcceptedStore) -> None:
+    def __init__(self, store: AcceptedStore) -> None:
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -130,7 +89,7 @@ class _DeliveredCounter(Collector):
 
 
 class _LatencyHistogram(Collector):
-    def __init__(self, store: _AcceptedStore) -> None:
+    def __init__(self, store: AcceptedStore) -> None:
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -175,7 +134,7 @@ class Metrics:
         self.consumed = Counter(
             "capaep_records_consumed", "Records consumed", ["topic"], registry=r
         )
-        self._accepted = _AcceptedStore(_E2E_BUCKETS)
+        self._accepted = self.accepted_store = AcceptedStore(_E2E_BUCKETS)
         self.delivered = _DeliveredCounter(self._accepted)
         r.register(self.delivered)
         self.dead_lettered = Counter(

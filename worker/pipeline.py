@@ -15,13 +15,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 from prometheus_client import Counter
 
 from worker import replay_mark, tracing
+from worker.accepted_store import AcceptedStore
 from worker.aep.delivery import Deliverer
 from worker.batching import BODY_OVERHEAD, Batch, Batcher, MessageTooLarge
 from worker.config import Settings
@@ -52,21 +52,35 @@ class FatalPipelineError(Exception):
     """A configured ``fail`` policy fired, or the consumer cannot go on."""
 
 
-@dataclass(slots=True)
 class Part:
-    """One (record, target) in flight; a record fanning out to two targets has two parts."""
+    """One (record, target) in flight; a record fanning out to two targets has two parts.
 
-    tp: TP
-    offset: int
-    generation: int
-    msg: Message
-    event: str
-    target: str
-    nbytes: int
-    created_ms: int | None = None  # the event's createdAt, for end-to-end latency
-    order_key: tuple[str, int, str] | None = None  # (target, orgId, customerId): profiles only
-    event_id: str = ""  # Capillary's eventId and orgId: for delivery receipts
-    org_id: int = 0
+    A plain slotted class: one is built per record and target, and a dataclass's generated
+    ``__init__`` stays Python code when this module is compiled (worker.compiled)."""
+
+    __slots__ = ("created_ms", "event", "event_id", "generation", "msg", "nbytes", "offset",
+                 "order_key", "org_id", "target", "tp")  # fmt: skip
+
+    def __init__(
+        self, tp: TP, offset: int, generation: int, msg: Message, event: str, target: str,
+        nbytes: int, created_ms: int | None = None,
+        order_key: tuple[str, int, str] | None = None, event_id: str = "", org_id: int = 0,
+    ) -> None:
+        self.tp = tp
+        self.offset = offset
+        self.generation = generation
+        self.msg = msg
+        self.event = event
+        self.target = target
+        self.nbytes = nbytes
+        self.created_ms = created_ms  # the event's createdAt, for end-to-end latency
+        self.order_key = order_key  # (target, orgId, customerId): profiles only
+        self.event_id = event_id  # Capillary's eventId and orgId: for delivery receipts
+        self.org_id = org_id
+
+    def __repr__(self) -> str:
+        return (f"Part({self.tp[0]}[{self.tp[1]}]@{self.offset}, event={self.event!r}, "
+                f"target={self.target!r})")  # fmt: skip
 
 
 class _Queues:
@@ -116,6 +130,7 @@ class Pipeline:
         self.targets = targets
         self.routes = routes
         self.metrics = metrics
+        self._accepted_store: AcceptedStore = metrics.accepted_store  # typed: a direct call
         # ~40% of profile updates are superseded: labels() per update was 1.6% of the CPU.
         # Made at the first one (a series appears only once something was superseded).
         self._superseded_total: Counter | None = None
@@ -486,7 +501,7 @@ class Pipeline:
     def accepted(self, item: Part, xaction_id: str | None, batch_id: str | None = None) -> None:
         self.aep_guard.valid()
         ts_type, ts = item.msg.timestamp()
-        self.metrics.accepted(
+        self._accepted_store.add(
             item.event or "other", item.target, time.time(), item.created_ms,
             None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
         )

@@ -159,14 +159,20 @@ class InletHealth:
         return self.successes.get(url, 0)
 
 
-@dataclass(slots=True)
 class _Unit(Generic[T]):
-    batch: Batch[T]
-    delay: float = 0.0
-    cause: str = ""
-    attempts: int = 0  # consecutive retryable failures
-    server_errors: int = 0  # 500s answered to this (sub-)batch
-    auth_retried: bool = False
+    # Not a dataclass: mypyc cannot compile a generic slotted one (mypyc#827).
+    __slots__ = ("attempts", "auth_retried", "batch", "cause", "delay", "server_errors")
+
+    def __init__(
+        self, batch: Batch[T], delay: float = 0.0, cause: str = "", attempts: int = 0,
+        server_errors: int = 0, auth_retried: bool = False,
+    ) -> None:
+        self.batch = batch
+        self.delay = delay
+        self.cause = cause
+        self.attempts = attempts  # consecutive retryable failures
+        self.server_errors = server_errors  # 500s answered to this (sub-)batch
+        self.auth_retried = auth_retried
 
 
 @dataclass(slots=True)
