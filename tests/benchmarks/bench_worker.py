@@ -95,6 +95,10 @@ def worker_settings(
             route("profile-tier", "profile_tier", "ds-profile-tier", PROFILE),
         ],
         "health": {"host": "127.0.0.1", "port": health_port},
+        # The organisation's rate budget (8,000 messages/s by default: AEP's guidance less a
+        # margin) would cap a drain at ~6,500 events/s and measure the budget, not the worker:
+        # the sandbox takes ~27,000 messages/s. Flow control has its own tests.
+        "rate_budget": {"messages_per_s": 1_000_000, "requests_per_s": 100_000},
         "log_level": "info",
     }  # fmt: skip
     for name, values in sections.items():
