@@ -111,6 +111,7 @@ def worker_env(settings: dict[str, Any], tree: Path | None = None) -> dict[str, 
     mypyc-compiled copy, deploy/mypyc/build.py) the worker is imported from there."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPILLARY_AEP_")}
     env.pop("PYTHONPATH", None)
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # as the image sets it (deploy/Dockerfile)
     if tree is not None:
         env["PYTHONPATH"] = f"{tree}{os.pathsep}{ROOT}"
         env["PYTHONSAFEPATH"] = "1"  # the working directory's sources must not come first

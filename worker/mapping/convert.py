@@ -81,7 +81,7 @@ def currency(value: Any) -> str | None:
 
 
 _MINUTES: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM:" (a bounded memo)
-_MINUTES_MAX: Final = 65_536
+_MINUTES_MAX: Final = 4096  # ~3 days of minutes; a bigger memo grew with every new minute
 _SECONDS_TEXT: Final = tuple(f"{n:02d}" for n in range(60))
 _MILLIS_TEXT: Final = tuple(f".{n:03d}Z" for n in range(1000))
 # The last instant formatted and its text (one tuple: replaced atomically): an event formats
