@@ -171,6 +171,10 @@ class Batcher(Generic[T]):
         keys = [k for k, b in self._open.items() if b.created_at <= cutoff]
         return [self._open.pop(k) for k in keys]
 
+    @property
+    def linger_s(self) -> float:
+        return self._linger
+
     def next_deadline(self) -> float | None:
         """Clock time at which the earliest open batch becomes due, or None if none is open."""
         if not self._open:
