@@ -16,6 +16,7 @@ compiled), 1 when the build failed (no C compiler, a mypyc error), 2 on usage er
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import shutil
@@ -118,7 +119,18 @@ def main(argv: list[str] | None = None) -> int:
                        help="compile the package where it is (container builds only)")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
-    tree = ROOT if args.in_place else args.dest.resolve()
+    if args.in_place:
+        return _build(args, ROOT)
+    tree = args.dest.resolve()
+    # Two builds of one copy at once (make bench beside make test-compiled) delete each other's
+    # files: the second waits for the first, then finds the copy up to date.
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    with open(tree.parent / f".{tree.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(args, tree)
+
+
+def _build(args: argparse.Namespace, tree: Path) -> int:
     stamp = tree / ".compiled-stamp" if not args.in_place else None
     if stamp is not None and not args.force and up_to_date(tree):
         print(f"compiled modules up to date in {tree}")
