@@ -9,7 +9,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 KAFKA := $(UV) run python deploy/local/kafka/broker.py
 PYTEST_ARGS ?=
 # What `make test-compiled` runs: everything that exercises the compiled modules' behaviour.
-COMPILED_TESTS ?= tests/unit tests/integration/test_worker_happy.py tests/integration/test_routing_e2e.py tests/integration/test_delivery.py
+COMPILED_TESTS ?= tests/unit tests/integration/test_worker_happy.py tests/integration/test_routing_e2e.py tests/integration/test_delivery.py tests/integration/test_batch_linger.py
 
 .PHONY: help setup compiled test-compiled run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean bench chaos
 
