@@ -395,3 +395,20 @@ def test_compose_services_use_the_image_and_real_commands() -> None:
     assert f"--topic {json.loads(worker_env['CAPILLARY_AEP_KAFKA__TOPICS'])[0]}" in " ".join(
         services["producer"]["command"]
     )
+
+
+def test_dockerfile_compiles_the_hot_path_in_the_build_stage_only() -> None:
+    steps = _dockerfile()
+    froms = [i for i, (w, _) in enumerate(steps) if w == "FROM"]
+    build, final = steps[froms[0]:froms[-1]], steps[froms[-1]:]
+    (compile_step,) = [a for w, a in build if w == "RUN" and "deploy/mypyc/build.py" in a]
+    # the compile group (mypy, setuptools) in, compiled in place, then synced away again
+    assert compile_step.index("--group compile") < compile_step.index("build.py --in-place")
+    assert compile_step.rindex("uv sync --frozen --no-dev") > compile_step.index("--in-place")
+    # the shared <hash>__mypyc library sits in /app: only an editable install puts it on sys.path
+    assert "--no-editable" not in " ".join(a for _, a in steps)
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    assert any(d.startswith("mypy") for d in groups["compile"])
+    assert any(d.startswith("setuptools") for d in groups["compile"])
+    env = " ".join(a for w, a in final if w == "ENV")
+    assert "MALLOC_ARENA_MAX=2" in env
