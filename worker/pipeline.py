@@ -254,11 +254,11 @@ class Pipeline:
                 continue
             try:
                 event = decode(value)
-            except DecodeError as exc:
+            except DecodeError as bad:
                 tracker.add(tp, offset, generation, 1)
                 self._dead_letter(
                     Part(tp, offset, generation, msg, "", "", len(value)),
-                    DeadLetter("decode", "DecodeError", exc.kind, str(exc), path=exc.path),
+                    DeadLetter("decode", "DecodeError", bad.kind, str(bad), path=bad.path),
                 )
                 continue
             if self.allowed_orgs is not None and event.org_id not in self.allowed_orgs:
@@ -301,8 +301,8 @@ class Pipeline:
                 )
                 try:
                     payload = render(event, target, ctx)
-                except RenderError as exc:
-                    self._dead_letter(part, exc.why)
+                except RenderError as unrenderable:  # not "exc" again: see test_compiled_variant
+                    self._dead_letter(part, unrenderable.why)
                     valid = False
                     continue
                 part.nbytes = len(payload)
