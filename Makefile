@@ -9,7 +9,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 KAFKA := $(UV) run python deploy/local/kafka/broker.py
 PYTEST_ARGS ?=
 # What `make test-compiled` runs: everything that exercises the compiled modules' behaviour.
-COMPILED_TESTS ?= tests/unit tests/integration/test_worker_happy.py tests/integration/test_routing_e2e.py tests/integration/test_delivery.py tests/integration/test_batch_linger.py
+COMPILED_TESTS ?= tests/unit tests/integration/test_worker_happy.py tests/integration/test_routing_e2e.py tests/integration/test_delivery.py tests/integration/test_batch_linger.py tests/chaos/test_chaos.py::test_poison_corpus
 
 .PHONY: help setup compiled test-compiled run test unit integration lint typecheck kafka-jars kafka-up kafka-down kafka-status sandbox clean bench chaos
 
@@ -36,7 +36,7 @@ integration: setup ## integration tests only
 compiled: setup ## compile the per-record modules with mypyc into .cache/compiled (needs a C compiler)
 	$(UV) run --frozen --group compile python deploy/mypyc/build.py
 
-test-compiled: compiled ## the unit tests and the pipeline's integration tests against the compiled build
+test-compiled: compiled ## unit tests, pipeline integration tests and the poison corpus against the compiled build
 	CAPAEP_COMPILED_TREE=.cache/compiled $(UV) run --frozen --group compile pytest $(COMPILED_TESTS) $(PYTEST_ARGS)
 
 bench: compiled ## the worker's benchmark (~12 min): CPU per event, floor, scaling, memory, latency
