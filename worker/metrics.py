@@ -4,11 +4,12 @@ Label values are bounded: topic, partition, target and inlet names come from con
 the broker's assignment, event names from the routed set (anything else is ``other``), stages,
 error classes and kinds, causes and statuses from fixed codes. No ids, no free text.
 
-The per-record path (``accepted``: one call per record and target) does not use
+The per-record path (``accepted_store.add``: one call per record and target) does not use
 prometheus_client's Counter and Histogram: each of their updates takes a lock, and a
 ``labels()`` lookup another, which measured several times the cost of everything else the
-worker does per record. Delivered counts and end-to-end latencies are kept in plain Python on
-the loop thread (a bisect and a few increments) and exported at scrape time.
+worker does per record. Delivered counts and end-to-end latencies are kept in plain integers
+on the loop thread (worker/accepted_store.py: a bisect and a few increments) and exported at
+scrape time.
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ class Metrics:
         self.consumed = Counter(
             "capaep_records_consumed", "Records consumed", ["topic"], registry=r
         )
-        self._accepted = self.accepted_store = AcceptedStore(_E2E_BUCKETS)
-        self.delivered = _DeliveredCounter(self._accepted)
+        # Written once per accepted message by the pipeline (accepted_store.add), read here.
+        self.accepted_store = AcceptedStore(_E2E_BUCKETS)
+        self.delivered = _DeliveredCounter(self.accepted_store)
         r.register(self.delivered)
         self.dead_lettered = Counter(
             "capaep_records_dead_lettered",
@@ -260,7 +262,7 @@ class Metrics:
             registry=r,
         )
         # -- latency ------------------------------------------------------------------------------
-        self.e2e_latency = _LatencyHistogram(self._accepted)
+        self.e2e_latency = _LatencyHistogram(self.accepted_store)
         r.register(self.e2e_latency)
         self.timestamps_clamped = Counter(
             "capaep_timestamps_clamped",
@@ -284,15 +286,6 @@ class Metrics:
     def watch_tokens(self, *sources: TokenCounters) -> None:
         """The token providers (one per credential set) whose counters are exported."""
         self._tokens.sources = sources
-
-    # -- hot path ---------------------------------------------------------------------------
-
-    def accepted(
-        self, event: str, target: str, now_s: float, created_ms: int | None,
-        appended_ms: int | None,
-    ) -> None:
-        """One record accepted by AEP for one target (on the loop thread)."""
-        self._accepted.add(event, target, now_s, created_ms, appended_ms)
 
     # -- per-partition gauges ----------------------------------------------------------------
 

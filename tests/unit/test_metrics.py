@@ -26,10 +26,10 @@ def test_accepted_records_and_latency_match_a_prometheus_histogram() -> None:
     ages = [0.0, 0.05, 0.1, 0.1000001, 1, 59.9, 900, 900.5, 50_000, -3]
     for i, age in enumerate(ages):
         target = "events" if i % 2 else "profile"
-        m.accepted("pointsIssued", target, now, int((now - age - 1) * 1000),
+        m.accepted_store.add("pointsIssued", target, now, int((now - age - 1) * 1000),
                    int((now - age) * 1000))
         reference.observe(max(age, 0.0))
-    m.accepted("tierUpgraded", "events", now, None, None)  # no timestamps: counted only
+    m.accepted_store.add("tierUpgraded", "events", now, None, None)  # no timestamps: counted only
     got = _samples(m)
     assert got[("capaep_records_delivered_total",
                 (("event", "pointsIssued"), ("target", "events")))] == 5
@@ -66,7 +66,7 @@ def test_scrapes_while_records_are_counted() -> None:
     t = threading.Thread(target=scrape)
     t.start()
     for i in range(20_000):
-        m.accepted(f"e{i % 50}", f"t{i % 7}", 1e9, 0, 0)
+        m.accepted_store.add(f"e{i % 50}", f"t{i % 7}", 1e9, 0, 0)
     stop.set()
     t.join()
     assert not errors
@@ -83,7 +83,7 @@ def test_partition_series_follow_the_assignment() -> None:
 
 def test_metric_names_are_the_exposed_sample_names() -> None:
     m = Metrics()
-    m.accepted("e", "t", 1e9, 0, 0)
+    m.accepted_store.add("e", "t", 1e9, 0, 0)
     m.consumed.labels("t").inc()
     exposed = {name for name, _ in _samples(m)}
     assert exposed <= set(metric_names(m))
